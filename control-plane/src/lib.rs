@@ -1,0 +1,22 @@
+//! rkube's control plane: a Raft-replicated object store served over gRPC.
+//!
+//! - [`disk`]: the write-ahead log and snapshots on disk (raft-rs `Storage`).
+//! - [`state_machine`]: the key/object map, revisions and watch history.
+//! - [`raft_node`]: the thread that drives raft-rs.
+//! - [`transport`]: Raft messages between replicas.
+//! - [`store`]: transactions, linearizable reads and notifications for the API.
+//! - [`handlers`]: the API's verbs, independent of transport.
+//! - [`grpc`]: the gRPC service over the handlers.
+//! - [`leader`]: leader-only work (scheduler and controllers hook in here).
+//! - [`server`]: wiring it all together from a configuration.
+
+pub mod disk;
+pub mod grpc;
+pub mod handlers;
+pub mod leader;
+pub mod logging;
+pub mod raft_node;
+pub mod server;
+pub mod state_machine;
+pub mod store;
+pub mod transport;

@@ -1,1 +1,89 @@
-fn main() {}
+//! control-plane: one replica of rkube's control plane.
+
+use clap::Parser;
+use rkube_control_plane::server::{parse_peers, run, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "control-plane", about = "One replica of rkube's Raft-replicated control plane")]
+struct Args {
+    /// This replica's id (one of the ids in --peers).
+    #[arg(long, env = "RKUBE_ID")]
+    id: u64,
+    /// Every replica as ID=HOST:PORT, comma separated (the same on all).
+    #[arg(long, env = "RKUBE_PEERS")]
+    peers: String,
+    /// Address to serve the API and peer traffic on (default: this
+    /// replica's address in --peers, on all interfaces).
+    #[arg(long, env = "RKUBE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where the Raft log and snapshots live.
+    #[arg(long, env = "RKUBE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Raft tick in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    tick_ms: u64,
+    /// Election timeout in ticks (randomised between this and twice this).
+    #[arg(long, default_value_t = 10)]
+    election_ticks: usize,
+    #[arg(long, default_value_t = 2)]
+    heartbeat_ticks: usize,
+    /// Snapshot and compact the log every this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_interval: u64,
+    /// Entries kept behind a snapshot for followers that lag a little.
+    #[arg(long, default_value_t = 5_000)]
+    snapshot_keep: u64,
+    /// Changes kept for watches to resume from.
+    #[arg(long, default_value_t = 100_000)]
+    history: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    rkube_control_plane::logging::init();
+    let args = Args::parse();
+    let peers = parse_peers(&args.peers)?;
+    let listen = match args.listen {
+        Some(l) => l,
+        None => {
+            let own = peers
+                .iter()
+                .find(|(id, _)| *id == args.id)
+                .map(|(_, a)| a.clone())
+                .ok_or_else(|| anyhow::anyhow!("--id {} is not among the peers", args.id))?;
+            let port = own
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .ok_or_else(|| anyhow::anyhow!("peer address {own:?} has no port"))?;
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+    };
+    let cfg = ServerConfig {
+        id: args.id,
+        peers,
+        listen,
+        data_dir: args.data_dir,
+        tick: Duration::from_millis(args.tick_ms.max(1)),
+        election_ticks: args.election_ticks,
+        heartbeat_ticks: args.heartbeat_ticks,
+        snapshot_interval: args.snapshot_interval.max(1),
+        snapshot_keep: args.snapshot_keep,
+        history_limit: args.history,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        run(cfg, shutdown).await
+    })
+}

@@ -1,0 +1,407 @@
+//! Durable Raft storage: a write-ahead log of entries and HardStates plus the
+//! latest snapshot, on disk, mirrored in raft-rs' `MemStorage` for reads.
+//!
+//! Layout of a data directory:
+//! - `wal.log`: records `[len u32][crc32 u32][type u8][payload]`, little
+//!   endian; the CRC covers type and payload. Entries and HardStates are
+//!   appended and fsynced before anything that depends on them is sent or
+//!   acknowledged. A torn or corrupt tail (a crash mid-write) is cut off at
+//!   start; corruption before the tail refuses to start.
+//! - `snapshot.bin`: the latest snapshot (an `eraftpb.Snapshot`), replaced
+//!   atomically (write, fsync, rename, fsync directory).
+//!
+//! On compaction the log is rewritten to hold only what follows the
+//! compaction point, so disk use stays bounded.
+
+use anyhow::{bail, Context, Result};
+use parking_lot::RwLock;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::storage::MemStorage;
+use raft::{GetEntriesContext, RaftState, Storage};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const REC_ENTRY: u8 = 1;
+const REC_HARD_STATE: u8 = 2;
+const HEADER: usize = 9;
+/// No single record may claim to be larger than this: a bigger length field
+/// is corruption, not a record.
+const MAX_RECORD: usize = 512 * 1024 * 1024;
+
+/// The raft-rs `Storage` the node reads from: the in-memory mirror of the
+/// log plus the latest snapshot, which raft-rs sends to lagging followers.
+#[derive(Clone)]
+pub struct RaftStorage {
+    mem: MemStorage,
+    snapshot: Arc<RwLock<Snapshot>>,
+}
+
+impl RaftStorage {
+    pub fn mem(&self) -> &MemStorage {
+        &self.mem
+    }
+
+    pub fn latest_snapshot(&self) -> Snapshot {
+        self.snapshot.read().clone()
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot.read().get_metadata().index
+    }
+}
+
+impl Storage for RaftStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        self.mem.initial_state()
+    }
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        self.mem.entries(low, high, max_size, context)
+    }
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let snap = self.snapshot.read();
+        if idx == snap.get_metadata().index && idx != 0 {
+            return Ok(snap.get_metadata().term);
+        }
+        drop(snap);
+        self.mem.term(idx)
+    }
+    fn first_index(&self) -> raft::Result<u64> {
+        self.mem.first_index()
+    }
+    fn last_index(&self) -> raft::Result<u64> {
+        self.mem.last_index()
+    }
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let snap = self.snapshot.read();
+        if snap.get_metadata().index < request_index || snap.get_metadata().index == 0 {
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        Ok(snap.clone())
+    }
+}
+
+/// The files of one replica's data directory.
+pub struct DiskLog {
+    dir: PathBuf,
+    wal: File,
+    buf: Vec<u8>,
+    storage: RaftStorage,
+}
+
+/// What was recovered from disk at start.
+pub struct Recovered {
+    pub log: DiskLog,
+    /// The snapshot to restore the state machine from, if any.
+    pub snapshot: Option<Snapshot>,
+    pub truncated_tail: bool,
+}
+
+impl DiskLog {
+    /// Opens (or creates) a data directory. A new directory starts with
+    /// `voters` as its configuration.
+    pub fn open(dir: &Path, voters: &[u64]) -> Result<Recovered> {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mem = MemStorage::new();
+        let snap_path = dir.join("snapshot.bin");
+        let mut snapshot = Snapshot::default();
+        let mut recovered_snapshot = None;
+        if snap_path.exists() {
+            let bytes = fs::read(&snap_path)
+                .with_context(|| format!("reading {}", snap_path.display()))?;
+            let (payload, ok) = check_framed(&bytes);
+            if !ok {
+                bail!(
+                    "{} is corrupt (checksum mismatch); refusing to start: remove the data \
+                     directory to rejoin from peers",
+                    snap_path.display()
+                );
+            }
+            snapshot = Snapshot::parse_from_bytes(payload)
+                .with_context(|| format!("decoding {}", snap_path.display()))?;
+            mem.wl()
+                .apply_snapshot(snapshot.clone())
+                .map_err(|e| anyhow::anyhow!("applying snapshot: {e}"))?;
+            recovered_snapshot = Some(snapshot.clone());
+        } else {
+            mem.initialize_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
+        }
+        let wal_path = dir.join("wal.log");
+        let mut truncated_tail = false;
+        if wal_path.exists() {
+            let mut bytes = Vec::new();
+            File::open(&wal_path)?.read_to_end(&mut bytes)?;
+            let snap_index = snapshot.get_metadata().index;
+            let mut pos = 0usize;
+            let mut hs: Option<HardState> = None;
+            while pos < bytes.len() {
+                match read_record(&bytes[pos..]) {
+                    Some((ty, payload, used)) => {
+                        match ty {
+                            REC_ENTRY => {
+                                let e = Entry::parse_from_bytes(payload)
+                                    .context("decoding a log entry")?;
+                                if e.index > snap_index {
+                                    let last = mem.last_index().unwrap_or(0);
+                                    if e.index > last + 1 {
+                                        bail!(
+                                            "wal.log has a gap: entry {} after {}",
+                                            e.index,
+                                            last
+                                        );
+                                    }
+                                    mem.wl()
+                                        .append(&[e])
+                                        .map_err(|e| anyhow::anyhow!("replaying log: {e}"))?;
+                                }
+                            }
+                            REC_HARD_STATE => {
+                                hs = Some(
+                                    HardState::parse_from_bytes(payload)
+                                        .context("decoding a hard state")?,
+                                );
+                            }
+                            other => bail!("wal.log: unknown record type {other}"),
+                        }
+                        pos += used;
+                    }
+                    None => {
+                        // A torn write at the end: what follows was never
+                        // acknowledged (we fsync before acknowledging).
+                        tracing::warn!(
+                            offset = pos,
+                            dropped = bytes.len() - pos,
+                            "wal.log ends in an incomplete or corrupt record; truncating it"
+                        );
+                        truncated_tail = true;
+                        let f = OpenOptions::new().write(true).open(&wal_path)?;
+                        f.set_len(pos as u64)?;
+                        f.sync_all()?;
+                        break;
+                    }
+                }
+            }
+            if let Some(mut hs) = hs {
+                let last = mem.last_index().unwrap_or(0);
+                if hs.commit > last {
+                    hs.commit = last;
+                }
+                let snap_idx = snapshot.get_metadata().index;
+                if hs.commit < snap_idx {
+                    hs.commit = snap_idx;
+                }
+                mem.wl().set_hardstate(hs);
+            }
+        }
+        let wal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&wal_path)
+            .with_context(|| format!("opening {}", wal_path.display()))?;
+        sync_dir(dir)?;
+        Ok(Recovered {
+            log: DiskLog {
+                dir: dir.to_path_buf(),
+                wal,
+                buf: Vec::new(),
+                storage: RaftStorage {
+                    mem,
+                    snapshot: Arc::new(RwLock::new(snapshot)),
+                },
+            },
+            snapshot: recovered_snapshot,
+            truncated_tail,
+        })
+    }
+
+    pub fn storage(&self) -> RaftStorage {
+        self.storage.clone()
+    }
+
+    /// Buffers entries for the log and appends them to the in-memory mirror.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        for e in entries {
+            push_record(&mut self.buf, REC_ENTRY, &e.write_to_bytes()?);
+        }
+        self.storage
+            .mem
+            .wl()
+            .append(entries)
+            .map_err(|e| anyhow::anyhow!("appending to the log: {e}"))?;
+        Ok(())
+    }
+
+    pub fn set_hard_state(&mut self, hs: &HardState) -> Result<()> {
+        push_record(&mut self.buf, REC_HARD_STATE, &hs.write_to_bytes()?);
+        self.storage.mem.wl().set_hardstate(hs.clone());
+        Ok(())
+    }
+
+    /// Records a new commit index (not fsynced on its own: the commit index
+    /// can always be learned again from the leader).
+    pub fn set_commit(&mut self, commit: u64) -> Result<()> {
+        let mut hs = self.storage.mem.rl().hard_state().clone();
+        if hs.commit >= commit {
+            return Ok(());
+        }
+        hs.commit = commit;
+        self.set_hard_state(&hs)
+    }
+
+    /// Writes and fsyncs what is buffered.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.wal.write_all(&self.buf).context("writing wal.log")?;
+        self.wal.sync_data().context("fsync of wal.log")?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes only, without fsync (for records whose loss is harmless).
+    pub fn flush_lazy(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.wal.write_all(&self.buf).context("writing wal.log")?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState) {
+        self.storage.mem.wl().set_conf_state(cs);
+    }
+
+    /// Saves a snapshot taken by this replica at `index` and compacts the
+    /// log, keeping `keep` entries before it for slow followers.
+    pub fn save_own_snapshot(&mut self, snapshot: Snapshot, keep: u64) -> Result<()> {
+        self.sync()?;
+        let index = snapshot.get_metadata().index;
+        self.write_snapshot_file(&snapshot)?;
+        *self.storage.snapshot.write() = snapshot;
+        let first = self.storage.mem.first_index().unwrap_or(1);
+        let compact_to = index.saturating_sub(keep).max(first);
+        if compact_to > first {
+            self.storage
+                .mem
+                .wl()
+                .compact(compact_to)
+                .map_err(|e| anyhow::anyhow!("compacting the log: {e}"))?;
+        }
+        self.rewrite_wal()
+    }
+
+    /// Installs a snapshot received from the leader, replacing the log.
+    pub fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<()> {
+        self.sync()?;
+        self.write_snapshot_file(&snapshot)?;
+        self.storage
+            .mem
+            .wl()
+            .apply_snapshot(snapshot.clone())
+            .map_err(|e| anyhow::anyhow!("installing snapshot: {e}"))?;
+        *self.storage.snapshot.write() = snapshot;
+        self.rewrite_wal()
+    }
+
+    fn write_snapshot_file(&self, snapshot: &Snapshot) -> Result<()> {
+        let bytes = snapshot.write_to_bytes()?;
+        let mut framed = Vec::with_capacity(bytes.len() + HEADER);
+        push_record(&mut framed, 0, &bytes);
+        write_atomically(&self.dir, "snapshot.bin", &framed)
+    }
+
+    /// Replaces wal.log with the current HardState and retained entries.
+    fn rewrite_wal(&mut self) -> Result<()> {
+        let mut out = Vec::new();
+        let core = self.storage.mem.rl();
+        let hs = core.hard_state().clone();
+        drop(core);
+        let first = self.storage.mem.first_index().unwrap_or(1);
+        let last = self.storage.mem.last_index().unwrap_or(0);
+        if last >= first {
+            let ents = self
+                .storage
+                .mem
+                .entries(first, last + 1, None, GetEntriesContext::empty(false))
+                .map_err(|e| anyhow::anyhow!("reading the log: {e}"))?;
+            for e in &ents {
+                push_record(&mut out, REC_ENTRY, &e.write_to_bytes()?);
+            }
+        }
+        push_record(&mut out, REC_HARD_STATE, &hs.write_to_bytes()?);
+        write_atomically(&self.dir, "wal.log", &out)?;
+        self.wal = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("wal.log"))?;
+        Ok(())
+    }
+}
+
+fn push_record(buf: &mut Vec<u8>, ty: u8, payload: &[u8]) {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[ty]);
+    h.update(payload);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&h.finalize().to_le_bytes());
+    buf.push(ty);
+    buf.extend_from_slice(payload);
+}
+
+/// Reads one record; `None` when it is incomplete or its checksum fails.
+fn read_record(b: &[u8]) -> Option<(u8, &[u8], usize)> {
+    if b.len() < HEADER {
+        return None;
+    }
+    let len = u32::from_le_bytes(b[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(b[4..8].try_into().ok()?);
+    let ty = b[8];
+    if len > MAX_RECORD || b.len() < HEADER + len {
+        return None;
+    }
+    let payload = &b[HEADER..HEADER + len];
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[ty]);
+    h.update(payload);
+    if h.finalize() != crc {
+        return None;
+    }
+    Some((ty, payload, HEADER + len))
+}
+
+fn check_framed(b: &[u8]) -> (&[u8], bool) {
+    match read_record(b) {
+        Some((_, payload, used)) if used == b.len() => (payload, true),
+        _ => (&[], false),
+    }
+}
+
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,490 @@
+//! The Raft driver: one thread that owns the raft-rs `RawNode`, the disk log
+//! and the right to apply to the state machine.
+//!
+//! Its loop, top to bottom: take commands (proposals, reads, peer messages)
+//! until the next tick; tick; then handle `Ready`: send what may go before
+//! persistence, install a snapshot, apply committed entries, append and fsync
+//! new entries and the HardState, send what had to wait for the fsync, answer
+//! reads, advance. Nothing is acknowledged before it is on disk on a quorum.
+
+use crate::disk::{DiskLog, RaftStorage};
+use crate::logging::slog_to_tracing;
+use crate::state_machine::StateMachine;
+use crate::transport::Transport;
+use anyhow::{Context, Result};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, Snapshot};
+use raft::{RawNode, SnapshotStatus, StateRole, Storage};
+use rkube_api::proto::internal::{Proposal, TxnResult};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Nothing was done; the caller may retry here or elsewhere.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A write was proposed but its fate is unknown.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Who leads, as this replica sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaderInfo {
+    pub leader_id: u64,
+    pub term: u64,
+    pub is_leader: bool,
+}
+
+/// A replica's view of the group, for the cluster-status call.
+#[derive(Clone, Debug, Default)]
+pub struct RaftStatus {
+    pub id: u64,
+    pub leader_id: u64,
+    pub term: u64,
+    pub applied: u64,
+    pub commit: u64,
+    pub snapshot_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    /// For a leader: which peers answer (matched index advancing).
+    pub peers_active: HashMap<u64, bool>,
+}
+
+pub enum Command {
+    Propose {
+        request_id: u64,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<TxnResult, StoreError>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    Step(Box<Message>),
+    Unreachable(u64),
+    SnapshotSent { to: u64, ok: bool },
+    Status(oneshot::Sender<RaftStatus>),
+    Shutdown,
+}
+
+/// What the driver shares with the async side.
+pub struct Shared {
+    pub sm: parking_lot::RwLock<StateMachine>,
+    pub applied: watch::Sender<u64>,
+    pub revision: watch::Sender<i64>,
+    pub leader: watch::Sender<LeaderInfo>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RaftConfig {
+    pub id: u64,
+    pub voters: Vec<u64>,
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// Take a snapshot after this many applied entries.
+    pub snapshot_interval: u64,
+    /// Entries kept in the log behind a snapshot for slow followers.
+    pub snapshot_keep: u64,
+    pub history_limit: usize,
+}
+
+struct Driver {
+    id: u64,
+    node: RawNode<RaftStorage>,
+    log: DiskLog,
+    shared: Arc<Shared>,
+    transport: Transport,
+    cfg: RaftConfig,
+    pending: HashMap<u64, oneshot::Sender<Result<TxnResult, StoreError>>>,
+    reads: HashMap<Vec<u8>, (Instant, Vec<oneshot::Sender<Result<u64, StoreError>>>)>,
+    new_reads: Vec<oneshot::Sender<Result<u64, StoreError>>>,
+    read_seq: u64,
+    applied: u64,
+    last_snapshot: u64,
+    leader: LeaderInfo,
+}
+
+/// Opens the data directory, restores the state machine and starts the
+/// driver thread.
+pub fn start(
+    cfg: RaftConfig,
+    transport: Transport,
+    rx: Receiver<Command>,
+) -> Result<(Arc<Shared>, std::thread::JoinHandle<()>)> {
+    let recovered = DiskLog::open(&cfg.data_dir, &cfg.voters)?;
+    let mut sm = StateMachine::new(cfg.history_limit);
+    let mut applied = 0;
+    if let Some(snap) = &recovered.snapshot {
+        sm.restore(snap.get_data())
+            .context("restoring the state machine from snapshot.bin")?;
+        applied = snap.get_metadata().index;
+    }
+    let storage = recovered.log.storage();
+    let raft_cfg = raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    raft_cfg.validate().context("raft configuration")?;
+    let logger = slog_to_tracing();
+    let node = RawNode::new(&raft_cfg, storage, &logger).context("starting raft")?;
+    let (applied_tx, _) = watch::channel(applied);
+    let (rev_tx, _) = watch::channel(sm.revision());
+    let (leader_tx, _) = watch::channel(LeaderInfo::default());
+    let shared = Arc::new(Shared {
+        sm: parking_lot::RwLock::new(sm),
+        applied: applied_tx,
+        revision: rev_tx,
+        leader: leader_tx,
+    });
+    let last_snapshot = recovered.log.storage().snapshot_index();
+    let mut driver = Driver {
+        id: cfg.id,
+        node,
+        log: recovered.log,
+        shared: shared.clone(),
+        transport,
+        cfg,
+        pending: HashMap::new(),
+        reads: HashMap::new(),
+        new_reads: Vec::new(),
+        read_seq: 0,
+        applied,
+        last_snapshot,
+        leader: LeaderInfo::default(),
+    };
+    let handle = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            if let Err(e) = driver.run(rx) {
+                // A disk or state error: this replica must not go on serving
+                // possibly wrong state.
+                tracing::error!(error = ?e, "raft driver failed; exiting");
+                std::process::exit(70);
+            }
+        })?;
+    Ok((shared, handle))
+}
+
+impl Driver {
+    fn run(&mut self, rx: Receiver<Command>) -> Result<()> {
+        let mut last_tick = Instant::now();
+        loop {
+            let wait = self.cfg.tick.saturating_sub(last_tick.elapsed());
+            match rx.recv_timeout(wait) {
+                Ok(Command::Shutdown) => return Ok(()),
+                Ok(cmd) => self.handle(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            // Take whatever else is queued, so one fsync covers many writes.
+            for _ in 0..8192 {
+                match rx.try_recv() {
+                    Ok(Command::Shutdown) => return Ok(()),
+                    Ok(cmd) => self.handle(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.issue_reads();
+            if last_tick.elapsed() >= self.cfg.tick {
+                self.node.tick();
+                last_tick = Instant::now();
+                self.expire_reads();
+            }
+            self.on_ready()?;
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Propose {
+                request_id,
+                data,
+                reply,
+            } => {
+                if self.node.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(StoreError::Unavailable(
+                        "no control-plane leader is known yet (election in progress); retry"
+                            .into(),
+                    )));
+                    return;
+                }
+                match self.node.propose(vec![], data) {
+                    Ok(()) => {
+                        self.pending.insert(request_id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(StoreError::Unavailable(format!(
+                            "proposal refused: {e}; retry"
+                        ))));
+                    }
+                }
+            }
+            Command::ReadIndex { reply } => self.new_reads.push(reply),
+            Command::Step(m) => {
+                if let Err(e) = self.node.step(*m) {
+                    tracing::debug!(error = %e, "dropping raft message");
+                }
+            }
+            Command::Unreachable(id) => self.node.report_unreachable(id),
+            Command::SnapshotSent { to, ok } => self.node.report_snapshot(
+                to,
+                if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                },
+            ),
+            Command::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    /// One ReadIndex round for every read that arrived in this iteration.
+    fn issue_reads(&mut self) {
+        if self.new_reads.is_empty() {
+            return;
+        }
+        let waiters = std::mem::take(&mut self.new_reads);
+        if self.node.raft.leader_id == raft::INVALID_ID {
+            for w in waiters {
+                let _ = w.send(Err(StoreError::Unavailable(
+                    "no control-plane leader is known yet (election in progress); retry".into(),
+                )));
+            }
+            return;
+        }
+        self.read_seq += 1;
+        let ctx = [self.id.to_le_bytes(), self.read_seq.to_le_bytes()].concat();
+        self.node.read_index(ctx.clone());
+        self.reads.insert(ctx, (Instant::now(), waiters));
+    }
+
+    /// raft-rs silently drops a read that cannot be served (no leader, or a
+    /// leader that has not committed in its term yet); callers retry.
+    fn expire_reads(&mut self) {
+        let limit = self.cfg.tick * (self.cfg.election_ticks as u32);
+        self.reads.retain(|_, (at, _)| at.elapsed() < limit);
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        if !self.node.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.node.ready();
+        if let Some(ss) = ready.ss() {
+            let info = LeaderInfo {
+                leader_id: ss.leader_id,
+                term: self.node.raft.term,
+                is_leader: ss.raft_state == StateRole::Leader,
+            };
+            self.set_leader(info);
+        }
+        if !ready.messages().is_empty() {
+            self.transport.send(ready.take_messages());
+        }
+        if !ready.snapshot().is_empty() {
+            let snap = ready.snapshot().clone();
+            self.install_snapshot(snap)?;
+        }
+        let committed = ready.take_committed_entries();
+        self.apply(committed)?;
+        self.log.append(ready.entries())?;
+        if let Some(hs) = ready.hs() {
+            let term_changed = hs.term != self.leader.term;
+            self.log.set_hard_state(hs)?;
+            if term_changed {
+                let info = LeaderInfo {
+                    term: hs.term,
+                    ..self.leader
+                };
+                self.set_leader(info);
+            }
+        }
+        self.log.sync()?;
+        if !ready.persisted_messages().is_empty() {
+            self.transport.send(ready.take_persisted_messages());
+        }
+        for rs in ready.take_read_states() {
+            if let Some((_, waiters)) = self.reads.remove(&rs.request_ctx) {
+                for w in waiters {
+                    let _ = w.send(Ok(rs.index));
+                }
+            }
+        }
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            self.log.set_commit(commit)?;
+            self.log.flush_lazy()?;
+        }
+        self.transport.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply(committed)?;
+        self.node.advance_apply();
+        self.maybe_snapshot()?;
+        Ok(())
+    }
+
+    fn set_leader(&mut self, info: LeaderInfo) {
+        if info.term != self.leader.term && !self.pending.is_empty() {
+            // Writes proposed under an older term may or may not commit; say
+            // so now rather than let callers wait out their timeout.
+            tracing::info!(
+                pending = self.pending.len(),
+                "leadership changed with writes in flight"
+            );
+            for (_, w) in self.pending.drain() {
+                let _ = w.send(Err(StoreError::OutcomeUnknown(
+                    "the control-plane leader changed while this write was in flight; \
+                     its outcome is unknown: read before retrying"
+                        .into(),
+                )));
+            }
+        }
+        if info != self.leader {
+            tracing::info!(
+                leader = info.leader_id,
+                term = info.term,
+                me = info.is_leader,
+                "raft leadership"
+            );
+            self.leader = info;
+            self.shared.leader.send_replace(info);
+        }
+    }
+
+    fn install_snapshot(&mut self, snap: Snapshot) -> Result<()> {
+        let index = snap.get_metadata().index;
+        tracing::info!(index, "installing snapshot from the leader");
+        self.shared
+            .sm
+            .write()
+            .restore(snap.get_data())
+            .context("restoring the state machine from a received snapshot")?;
+        self.log.install_snapshot(snap)?;
+        self.applied = index;
+        self.last_snapshot = index;
+        let rev = self.shared.sm.read().revision();
+        self.shared.revision.send_replace(rev);
+        self.shared.applied.send_replace(index);
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut replies = Vec::new();
+        {
+            let shared = self.shared.clone();
+            let mut sm = shared.sm.write();
+            for e in entries {
+                if e.index <= self.applied {
+                    continue;
+                }
+                match e.get_entry_type() {
+                    EntryType::EntryNormal if !e.data.is_empty() => {
+                        match Proposal::decode(&e.data[..]) {
+                            Ok(p) => {
+                                let result = sm.apply(&p.txn.unwrap_or_default());
+                                if p.origin == self.id {
+                                    if let Some(w) = self.pending.remove(&p.request_id) {
+                                        replies.push((w, result));
+                                    }
+                                }
+                            }
+                            Err(err) => {
+                                // Every replica skips it alike, so state stays
+                                // identical; it can only come from a bug.
+                                tracing::error!(index = e.index, error = %err, "undecodable entry");
+                            }
+                        }
+                    }
+                    EntryType::EntryConfChange => {
+                        let cc = ConfChange::parse_from_bytes(&e.data)?;
+                        let cs = self.node.apply_conf_change(&cc)?;
+                        self.log.set_conf_state(cs);
+                    }
+                    EntryType::EntryConfChangeV2 => {
+                        let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
+                        let cs = self.node.apply_conf_change(&cc)?;
+                        self.log.set_conf_state(cs);
+                    }
+                    _ => {}
+                }
+                self.applied = e.index;
+            }
+            self.shared.revision.send_replace(sm.revision());
+        }
+        self.shared.applied.send_replace(self.applied);
+        for (w, r) in replies {
+            let _ = w.send(Ok(r));
+        }
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<()> {
+        if self.applied < self.last_snapshot + self.cfg.snapshot_interval {
+            return Ok(());
+        }
+        let index = self.applied;
+        let term = self.node.store().term(index)?;
+        let data = self.shared.sm.read().snapshot();
+        let mut snap = Snapshot::default();
+        snap.set_data(data.into());
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.node.raft.prs().conf().to_conf_state());
+        let started = Instant::now();
+        self.log.save_own_snapshot(snap, self.cfg.snapshot_keep)?;
+        self.last_snapshot = index;
+        tracing::info!(index, took_ms = started.elapsed().as_millis() as u64, "snapshot saved, log compacted");
+        Ok(())
+    }
+
+    fn status(&self) -> RaftStatus {
+        let st = self.node.status();
+        let store = self.node.store();
+        let mut peers_active = HashMap::new();
+        if let Some(prs) = st.progress {
+            for (id, pr) in prs.iter() {
+                peers_active.insert(*id, pr.recent_active || *id == self.id);
+            }
+        }
+        RaftStatus {
+            id: self.id,
+            leader_id: self.node.raft.leader_id,
+            term: self.node.raft.term,
+            applied: self.applied,
+            commit: self.node.raft.raft_log.committed,
+            snapshot_index: store.snapshot_index(),
+            first_index: store.first_index().unwrap_or(0),
+            last_index: store.last_index().unwrap_or(0),
+            peers_active,
+        }
+    }
+}
+
+/// Sends commands to the driver.
+pub type CommandSender = Sender<Command>;

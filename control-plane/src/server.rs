@@ -1,0 +1,114 @@
+//! Wires a replica together: disk, Raft driver, transport, API, leader work.
+
+use crate::grpc::GrpcApi;
+use crate::handlers::{Handlers, Peer};
+use crate::leader;
+use crate::raft_node::{self, Command, RaftConfig};
+use crate::store::Store;
+use crate::transport::{RaftPeerService, Transport, MAX_MESSAGE_BYTES};
+use anyhow::{bail, Context, Result};
+use rkube_api::proto::api_server::ApiServer;
+use rkube_api::proto::internal::raft_peer_server::RaftPeerServer;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub id: u64,
+    /// Every replica: (id, host:port).
+    pub peers: Vec<(u64, String)>,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub snapshot_interval: u64,
+    pub snapshot_keep: u64,
+    pub history_limit: usize,
+}
+
+/// Parses `1=host:port,2=host:port,...`.
+pub fn parse_peers(s: &str) -> Result<Vec<(u64, String)>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("peer {part:?}: expected ID=HOST:PORT"))?;
+        let id: u64 = id
+            .parse()
+            .with_context(|| format!("peer {part:?}: the id must be a positive number"))?;
+        if id == 0 {
+            bail!("peer {part:?}: id 0 is reserved");
+        }
+        if out.iter().any(|(i, _)| *i == id) {
+            bail!("peer id {id} appears twice");
+        }
+        out.push((id, addr.to_string()));
+    }
+    if out.is_empty() {
+        bail!("no peers given");
+    }
+    Ok(out)
+}
+
+/// Runs a replica until `shutdown` resolves.
+pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    if !cfg.peers.iter().any(|(id, _)| *id == cfg.id) {
+        bail!("--id {} is not among the peers", cfg.id);
+    }
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
+    let transport = Transport::start(cfg.id, &cfg.peers, cmd_tx.clone());
+    let raft_cfg = RaftConfig {
+        id: cfg.id,
+        voters: cfg.peers.iter().map(|(id, _)| *id).collect(),
+        data_dir: cfg.data_dir.clone(),
+        tick: cfg.tick,
+        election_ticks: cfg.election_ticks,
+        heartbeat_ticks: cfg.heartbeat_ticks,
+        snapshot_interval: cfg.snapshot_interval,
+        snapshot_keep: cfg.snapshot_keep,
+        history_limit: cfg.history_limit,
+    };
+    let (shared, driver) = raft_node::start(raft_cfg, transport, cmd_rx)?;
+    let store = Store::new(cfg.id, cmd_tx.clone(), shared);
+    let peers = cfg
+        .peers
+        .iter()
+        .map(|(id, a)| Peer {
+            id: *id,
+            address: a.clone(),
+        })
+        .collect();
+    let handlers = Handlers::new(store, peers);
+    tokio::spawn(leader::run(handlers.clone(), leader::default_tasks()));
+
+    let api = ApiServer::new(GrpcApi {
+        handlers: handlers.clone(),
+    })
+    .max_decoding_message_size(8 * 1024 * 1024)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let peer_svc = RaftPeerServer::new(RaftPeerService {
+        commands: cmd_tx.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tracing::info!(id = cfg.id, listen = %cfg.listen, data = %cfg.data_dir.display(), "control-plane replica starting");
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .add_service(api)
+        .add_service(peer_svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .context("serving gRPC")?;
+    let _ = cmd_tx.send(Command::Shutdown);
+    let _ = tokio::task::spawn_blocking(move || driver.join()).await;
+    Ok(())
+}

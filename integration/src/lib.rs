@@ -1,0 +1,334 @@
+//! Test harness: starts real control-plane replicas as processes on loopback,
+//! kills and restarts them, and runs rkubectl against them.
+//!
+//! Binaries come from the workspace's target directory (`cargo build
+//! --workspace --bins` first; the test script does). Every wait is a
+//! condition polled against a deadline, never a fixed sleep.
+
+use rkube_api::client::Client;
+use rkube_api::proto::ClusterStatusResponse;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the workspace's binaries are: next to the test executable's
+/// `deps/` directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        p.display()
+    );
+    p
+}
+
+/// The seed folder shared with the project (`../shared/seed`).
+pub fn seed_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for cand in [root.join("../shared/seed"), root.join("shared/seed")] {
+        if cand.exists() {
+            return cand;
+        }
+    }
+    panic!("the seed folder ../shared/seed was not found next to the repository");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Knobs for a test cluster.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub replicas: usize,
+    pub snapshot_interval: u64,
+    pub snapshot_keep: u64,
+    pub history: usize,
+    pub tick_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            replicas: 3,
+            snapshot_interval: 10_000,
+            snapshot_keep: 5_000,
+            history: 100_000,
+            tick_ms: 50,
+        }
+    }
+}
+
+pub struct Replica {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A control plane of real processes.
+pub struct Cluster {
+    pub replicas: Vec<Replica>,
+    peers: String,
+    opts: Options,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(opts: Options) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let replicas: Vec<Replica> = (1..=opts.replicas as u64)
+            .map(|id| Replica {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("cp{id}")),
+                child: None,
+            })
+            .collect();
+        let peers = replicas
+            .iter()
+            .map(|r| format!("{}={}", r.id, r.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            replicas,
+            peers,
+            opts,
+            _dir: dir,
+        };
+        for i in 0..c.replicas.len() {
+            c.spawn(i);
+        }
+        c.wait_ready().await;
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let r = &self.replicas[i];
+        let log = std::fs::File::create(r.data_dir.with_extension("log")).ok();
+        let child = Command::new(bin("control-plane"))
+            .args([
+                "--id",
+                &r.id.to_string(),
+                "--peers",
+                &self.peers,
+                "--listen",
+                &r.addr,
+                "--data-dir",
+                r.data_dir.to_str().expect("utf-8 path"),
+                "--tick-ms",
+                &self.opts.tick_ms.to_string(),
+                "--snapshot-interval",
+                &self.opts.snapshot_interval.to_string(),
+                "--snapshot-keep",
+                &self.opts.snapshot_keep.to_string(),
+                "--history",
+                &self.opts.history.to_string(),
+            ])
+            .env("RUST_LOG", "info,raft=warn")
+            .stdout(Stdio::null())
+            .stderr(match log {
+                Some(f) => Stdio::from(f),
+                None => Stdio::null(),
+            })
+            .spawn()
+            .expect("spawning control-plane");
+        self.replicas[i].child = Some(child);
+    }
+
+    /// The replica's log file (stderr), for failure messages.
+    pub fn log_of(&self, i: usize) -> String {
+        std::fs::read_to_string(self.replicas[i].data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    pub fn addresses(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| r.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A failover client over every replica.
+    pub fn client(&self) -> Client {
+        Client::from_list(&self.addresses()).expect("client")
+    }
+
+    /// A client that talks to replica `i` only (no other addresses).
+    pub fn client_of(&self, i: usize) -> Client {
+        Client::from_list(&self.replicas[i].addr).expect("client")
+    }
+
+    pub async fn status_of(&self, i: usize) -> Option<ClusterStatusResponse> {
+        let c = self.client_of(i);
+        let mut stub = c.stub();
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            stub.cluster_status(rkube_api::proto::ClusterStatusRequest {}),
+        )
+        .await
+        .ok()?
+        .ok()
+        .map(|r| r.into_inner())
+    }
+
+    /// Waits until every running replica agrees on a leader and the leader
+    /// has bootstrapped the default namespace.
+    pub async fn wait_ready(&self) -> u64 {
+        let leader = wait_for("a leader known to all running replicas", Duration::from_secs(20), || async {
+            let mut leader = None;
+            for (i, r) in self.replicas.iter().enumerate() {
+                if r.child.is_none() {
+                    continue;
+                }
+                let s = self.status_of(i).await?;
+                if s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
+                    return None;
+                }
+                leader = Some(s.leader_id);
+            }
+            leader
+        })
+        .await;
+        let c = self.client();
+        wait_for("namespace default", Duration::from_secs(20), || {
+            let c = c.clone();
+            async move { c.get("Namespace", "", "default").await.ok() }
+        })
+        .await;
+        leader
+    }
+
+    /// The index of the current leader replica.
+    pub async fn leader_index(&self) -> usize {
+        let id = self.wait_ready().await;
+        self.replicas
+            .iter()
+            .position(|r| r.id == id)
+            .expect("leader among replicas")
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.replicas[i].child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i);
+    }
+
+    /// The process id of replica `i`, if running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.replicas[i].child.as_ref().map(|c| c.id())
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.replicas[i].child.is_some()
+    }
+
+    /// Waits until replica `i` has applied at least `revision`.
+    pub async fn wait_revision(&self, i: usize, revision: i64) -> ClusterStatusResponse {
+        wait_for(
+            &format!("replica {} to reach revision {revision}", i + 1),
+            Duration::from_secs(30),
+            || async { self.status_of(i).await.filter(|s| s.revision >= revision) },
+        )
+        .await
+    }
+
+    /// Runs rkubectl against replica `i`'s address (or all, with `None`).
+    pub fn rkubectl(&self, target: Option<usize>, args: &[&str]) -> CmdResult {
+        let server = match target {
+            Some(i) => self.replicas[i].addr.clone(),
+            None => self.addresses(),
+        };
+        let out = Command::new(bin("rkubectl"))
+            .arg("-s")
+            .arg(&server)
+            .args(args)
+            .env_remove("RKUBE_SERVER")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running rkubectl");
+        CmdResult::from(out)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.replicas.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct CmdResult {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for CmdResult {
+    fn from(o: Output) -> Self {
+        CmdResult {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl CmdResult {
+    /// Asserts success and returns stdout.
+    pub fn ok(self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self.stdout
+    }
+
+    /// Asserts failure and returns stderr.
+    pub fn err(self) -> String {
+        assert_ne!(
+            self.code, 0,
+            "command unexpectedly succeeded\nstdout:\n{}",
+            self.stdout
+        );
+        self.stderr
+    }
+}
