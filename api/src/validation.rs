@@ -3097,9 +3097,29 @@ mod tests {
                     expr("app", "In", &["nginx-app"]),
                 ],
             });
-            s.template = Some(template(&[("app", "nginx-app"), ("tier", "frontend")]));
+            let mut t = template(&[("app", "nginx-app"), ("tier", "frontend")]);
+            t.spec = Some(PodSpec {
+                containers: vec![Container {
+                    ports: vec![cport(80)],
+                    ..container("nginx-container", "nginx")
+                }],
+                ..Default::default()
+            });
+            s.template = Some(t);
+            s.replicas = Some(3);
         });
         assert_valid(&obj);
+        let mut defaulted = obj.clone();
+        crate::defaults::apply_defaults(&mut defaulted);
+        assert_valid(&defaulted);
+        // Only the `tier` expression, as in the seed's rs.yml, passes too.
+        let mut tier_only = obj;
+        if let Some(Kind::ReplicaSet(rs)) = tier_only.kind.as_mut() {
+            if let Some(sel) = rs.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+                sel.match_expressions.truncate(1);
+            }
+        }
+        assert_valid(&tier_only);
     }
 
     #[test]

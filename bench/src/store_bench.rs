@@ -183,7 +183,11 @@ async fn bench_rkube(args: &Args) -> Result<Vec<String>> {
     let line = failover_line("rkube", &times);
     println!("{line}");
     out.push(line);
+    drop(cluster);
     if args.pods > 0 {
+        // A fresh cluster holding only the pods.
+        let cluster = Cluster::start(Options::default()).await;
+        let leader = cluster.leader_index().await;
         let c = cluster.client();
         let next = Arc::new(AtomicU64::new(0));
         let total = args.pods as u64;
@@ -221,7 +225,7 @@ async fn bench_rkube(args: &Args) -> Result<Vec<String>> {
             }
         }
         let line = format!(
-            "rkube  memory with {} pods (+ bench objects) RSS: {}",
+            "rkube  memory holding {} pods, RSS per replica: {}",
             args.pods,
             parts.join(" ")
         );

@@ -105,7 +105,7 @@ impl Handlers {
 
     // ------------------------------------------------------------ create
 
-    #[tracing::instrument(skip_all, fields(kind = ?obj.kind(), name = obj.name()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = ?obj.kind(), name = obj.name()))]
     pub async fn create(&self, mut obj: Object, dry_run: bool) -> ApiResult<Object> {
         let kind = obj
             .kind()
@@ -145,13 +145,14 @@ impl Handlers {
             return Ok(obj);
         }
         let key = kind.key(obj.namespace(), obj.name());
+        let (name, namespace) = (obj.name().to_string(), obj.namespace().to_string());
         let mut compares = vec![Compare {
             key: key.clone(),
             target: Some(Target::Absent(true)),
         }];
         if kind.namespaced() {
             compares.push(Compare {
-                key: Kind::Namespace.key("", obj.namespace()),
+                key: Kind::Namespace.key("", &namespace),
                 target: Some(Target::Present(true)),
             });
         }
@@ -159,19 +160,14 @@ impl Handlers {
             .store
             .txn(Txn {
                 compares,
-                ops: vec![put(&key, obj.clone())],
+                ops: vec![put(&key, obj)],
             })
             .await?;
         if !r.succeeded {
             return Err(match r.failed_compare {
-                0 => ApiError::AlreadyExists(format!(
-                    "{} {:?} already exists",
-                    kind.plural(),
-                    obj.name()
-                )),
+                0 => ApiError::AlreadyExists(format!("{} {name:?} already exists", kind.plural())),
                 _ => ApiError::NotFound(format!(
-                    "namespaces {:?} not found: create the namespace first",
-                    obj.namespace()
+                    "namespaces {namespace:?} not found: create the namespace first"
                 )),
             });
         }
@@ -349,7 +345,7 @@ impl Handlers {
 
     /// Replaces an object (`status_only`: only its status). A non-empty
     /// metadata.resourceVersion must match the stored one.
-    #[tracing::instrument(skip_all, fields(kind = ?obj.kind(), name = obj.name()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(kind = ?obj.kind(), name = obj.name()))]
     pub async fn update(&self, obj: Object, status_only: bool, dry_run: bool) -> ApiResult<Object> {
         let kind = obj
             .kind()

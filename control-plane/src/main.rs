@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     heartbeat_ticks: usize,
     /// Snapshot and compact the log every this many applied entries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 20_000)]
     snapshot_interval: u64,
     /// Entries kept behind a snapshot for followers that lag a little.
     #[arg(long, default_value_t = 5_000)]

@@ -406,7 +406,7 @@ impl Driver {
                     EntryType::EntryNormal if !e.data.is_empty() => {
                         match Proposal::decode(&e.data[..]) {
                             Ok(p) => {
-                                let result = sm.apply(&p.txn.unwrap_or_default());
+                                let result = sm.apply(p.txn.unwrap_or_default());
                                 if p.origin == self.id {
                                     if let Some(w) = self.pending.remove(&p.request_id) {
                                         replies.push((w, result));

@@ -103,7 +103,17 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
         .add_service(api)
         .add_service(peer_svc)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Nagle's algorithm with delayed ACKs would add ~40 ms to every
+            // small response; a custom listener does not inherit
+            // `tcp_nodelay`, so set it on each connection.
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |s| {
+                    s.inspect(|s| {
+                        let _ = s.set_nodelay(true);
+                    })
+                },
+            ),
             shutdown,
         )
         .await

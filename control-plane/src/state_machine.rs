@@ -7,9 +7,7 @@
 //! snapshot. Every replica holds one; all reach the same state.
 
 use prost::Message as _;
-use rkube_api::proto::internal::{
-    compare::Target, op::Op as OpKind, SnapshotEntry, StateSnapshot, Txn, TxnResult,
-};
+use rkube_api::proto::internal::{compare::Target, op::Op as OpKind, StateSnapshot, Txn, TxnResult};
 use rkube_api::proto::Object;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -105,7 +103,7 @@ impl StateMachine {
 
     /// Applies a transaction: all compares hold and all ops apply at one new
     /// revision, or nothing changes.
-    pub fn apply(&mut self, txn: &Txn) -> TxnResult {
+    pub fn apply(&mut self, txn: Txn) -> TxnResult {
         for (i, c) in txn.compares.iter().enumerate() {
             let cur = self.data.get(&c.key);
             let holds = match &c.target {
@@ -135,10 +133,9 @@ impl StateMachine {
         self.revision += 1;
         let rev = self.revision;
         let mut stored = Vec::new();
-        for op in &txn.ops {
-            match &op.op {
-                Some(OpKind::Put(obj)) => {
-                    let mut obj = obj.clone();
+        for op in txn.ops {
+            match op.op {
+                Some(OpKind::Put(mut obj)) => {
                     if let Some(m) = obj.metadata_mut() {
                         m.resource_version = rev.to_string();
                     }
@@ -221,21 +218,24 @@ impl StateMachine {
         self.compacted
     }
 
+    /// Serialises the whole state as a `StateSnapshot`, encoding each
+    /// stored object in place (no copies of the objects are made).
     pub fn snapshot(&self) -> Vec<u8> {
-        StateSnapshot {
-            revision: self.revision,
-            entries: self
-                .data
-                .iter()
-                .map(|(k, s)| SnapshotEntry {
-                    key: k.clone(),
-                    object: Some((*s.object).clone()),
-                    create_revision: s.create_revision,
-                    mod_revision: s.mod_revision,
-                })
-                .collect(),
+        use prost::encoding::{encode_key, encode_varint, int64, message, string, WireType};
+        let mut buf = Vec::with_capacity(self.data.len() * 512);
+        int64::encode(1, &self.revision, &mut buf);
+        let mut entry = Vec::new();
+        for (k, s) in &self.data {
+            entry.clear();
+            string::encode(1, k, &mut entry);
+            message::encode(2, &*s.object, &mut entry);
+            int64::encode(3, &s.create_revision, &mut entry);
+            int64::encode(4, &s.mod_revision, &mut entry);
+            encode_key(2, WireType::LengthDelimited, &mut buf);
+            encode_varint(entry.len() as u64, &mut buf);
+            buf.extend_from_slice(&entry);
         }
-        .encode_to_vec()
+        buf
     }
 
     /// Replaces the whole state with a snapshot's. History restarts empty:
@@ -300,11 +300,11 @@ mod tests {
     #[test]
     fn revisions_and_compares() {
         let mut sm = StateMachine::new(100);
-        let r = sm.apply(&create("/a", pod("a")));
+        let r = sm.apply(create("/a", pod("a")));
         assert!(r.succeeded);
         assert_eq!(r.revision, 1);
         assert_eq!(r.stored[0].resource_version(), "1");
-        let again = sm.apply(&create("/a", pod("a")));
+        let again = sm.apply(create("/a", pod("a")));
         assert!(!again.succeeded);
         assert_eq!(again.current_mod_revision, 1);
         assert_eq!(sm.revision(), 1, "a failed txn does not bump the revision");
@@ -315,8 +315,8 @@ mod tests {
             }],
             ops: vec![put("/a", pod("a"))],
         };
-        assert!(sm.apply(&upd).succeeded);
-        assert!(!sm.apply(&upd).succeeded, "stale precondition");
+        assert!(sm.apply(upd.clone()).succeeded);
+        assert!(!sm.apply(upd.clone()).succeeded, "stale precondition");
         assert_eq!(sm.get("/a").unwrap().create_revision, 1);
         assert_eq!(sm.get("/a").unwrap().mod_revision, 2);
     }
@@ -325,7 +325,7 @@ mod tests {
     fn history_and_too_old() {
         let mut sm = StateMachine::new(3);
         for i in 0..5 {
-            sm.apply(&create(&format!("/k{i}"), pod("p")));
+            sm.apply(create(&format!("/k{i}"), pod("p")));
         }
         assert!(sm.changes_since(0, 100).is_err());
         let c = sm.changes_since(2, 100).unwrap();
@@ -336,8 +336,8 @@ mod tests {
     #[test]
     fn delete_records_last_state() {
         let mut sm = StateMachine::new(10);
-        sm.apply(&create("/a", pod("a")));
-        sm.apply(&Txn {
+        sm.apply(create("/a", pod("a")));
+        sm.apply(Txn {
             compares: vec![],
             ops: vec![Op {
                 key: "/a".into(),
@@ -353,9 +353,9 @@ mod tests {
     #[test]
     fn snapshot_round_trip_and_range() {
         let mut sm = StateMachine::new(10);
-        sm.apply(&create("/registry/pods/default/a", pod("a")));
-        sm.apply(&create("/registry/pods/default/b", pod("b")));
-        sm.apply(&create("/registry/pods/other/c", pod("c")));
+        sm.apply(create("/registry/pods/default/a", pod("a")));
+        sm.apply(create("/registry/pods/default/b", pod("b")));
+        sm.apply(create("/registry/pods/other/c", pod("c")));
         let bytes = sm.snapshot();
         let mut other = StateMachine::new(10);
         other.restore(&bytes).unwrap();
