@@ -81,6 +81,19 @@ impl Client {
         Client::new(&parts)
     }
 
+    /// How long calls keep failing over before giving up (default 15 s).
+    pub fn with_failover_timeout(self, t: Duration) -> Client {
+        let inner = Inner {
+            addresses: self.inner.addresses.clone(),
+            channels: self.inner.channels.clone(),
+            current: AtomicUsize::new(self.inner.current.load(Ordering::SeqCst)),
+            failover_timeout: t,
+        };
+        Client {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// Pins the client to one address first (tests use this to talk to a
     /// particular replica); failover still applies.
     pub fn prefer(&self, index: usize) {
@@ -134,7 +147,7 @@ impl Client {
                         Ordering::SeqCst,
                     );
                     tries += 1;
-                    if tries % n == 0 {
+                    if tries.is_multiple_of(n) {
                         // A whole round failed: an election is probably under way.
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }

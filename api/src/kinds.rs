@@ -269,6 +269,7 @@ impl proto::Object {
     }
 
     /// Copies the status of `other` (same kind) into this object.
+    #[allow(clippy::clone_on_copy)] // some kinds' status types are Copy
     pub fn take_status_from(&mut self, other: &proto::Object) {
         if let (Some(a), Some(b)) = (self.kind.as_mut(), other.kind.as_ref()) {
             with_status!(a, b, x, y => x.status = y.status.clone());
@@ -316,10 +317,20 @@ impl proto::Object {
             (_, "metadata.name") => return Some(self.name().to_string()),
             (_, "metadata.namespace") => return Some(self.namespace().to_string()),
             (Some(Body::Pod(p)), "spec.nodeName") => {
-                return Some(p.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default())
+                return Some(
+                    p.spec
+                        .as_ref()
+                        .map(|s| s.node_name.clone())
+                        .unwrap_or_default(),
+                )
             }
             (Some(Body::Pod(p)), "status.phase") => {
-                return Some(p.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default())
+                return Some(
+                    p.status
+                        .as_ref()
+                        .map(|s| s.phase.clone())
+                        .unwrap_or_default(),
+                )
             }
             _ => {}
         }
@@ -427,9 +438,15 @@ mod tests {
 
     #[test]
     fn type_meta_is_checked() {
-        assert_eq!(Kind::from_type_meta("apps/v1", "DaemonSet"), Ok(Kind::DaemonSet));
+        assert_eq!(
+            Kind::from_type_meta("apps/v1", "DaemonSet"),
+            Ok(Kind::DaemonSet)
+        );
         let e = Kind::from_type_meta("apps/vi", "DaemonSet").unwrap_err();
-        assert!(e.contains("no kind \"DaemonSet\" is registered for version \"apps/vi\""), "{e}");
+        assert!(
+            e.contains("no kind \"DaemonSet\" is registered for version \"apps/vi\""),
+            "{e}"
+        );
         assert!(Kind::from_type_meta("v1", "Widget").is_err());
         assert!(Kind::from_type_meta("", "Pod").is_err());
     }
@@ -445,20 +462,22 @@ mod tests {
 
     #[test]
     fn field_lookup_and_status_copy() {
-        let mut p = proto::Pod::default();
-        p.metadata = Some(ObjectMeta {
-            name: "a".into(),
+        let p = proto::Pod {
+            metadata: Some(ObjectMeta {
+                name: "a".into(),
+                ..Default::default()
+            }),
+            spec: Some(proto::PodSpec {
+                node_name: "wn1".into(),
+                restart_policy: "Always".into(),
+                ..Default::default()
+            }),
+            status: Some(proto::PodStatus {
+                phase: "Running".into(),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
-        p.spec = Some(proto::PodSpec {
-            node_name: "wn1".into(),
-            restart_policy: "Always".into(),
-            ..Default::default()
-        });
-        p.status = Some(proto::PodStatus {
-            phase: "Running".into(),
-            ..Default::default()
-        });
+        };
         let o = proto::Object::from_body(Body::Pod(p));
         assert_eq!(o.field("spec.nodeName").as_deref(), Some("wn1"));
         assert_eq!(o.field("spec.restartPolicy").as_deref(), Some("Always"));

@@ -268,7 +268,14 @@ spec:
         };
         let spec = rs.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));
-        let c = &spec.template.as_ref().unwrap().spec.as_ref().unwrap().containers[0];
+        let c = &spec
+            .template
+            .as_ref()
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
         assert_eq!(c.ports[0].container_port, 80);
         let e = &spec.selector.as_ref().unwrap().match_expressions[0];
         assert_eq!((e.key.as_str(), e.operator.as_str()), ("tier", "In"));
@@ -331,7 +338,10 @@ spec:
     fn encoding_round_trips_and_prunes() {
         let o = decode(RS, "rs.yml").unwrap().remove(0);
         let y = to_yaml_string(&o);
-        assert!(y.starts_with("apiVersion: apps/v1\nkind: ReplicaSet\n"), "{y}");
+        assert!(
+            y.starts_with("apiVersion: apps/v1\nkind: ReplicaSet\n"),
+            "{y}"
+        );
         assert!(!y.contains("status"), "{y}");
         assert!(y.contains("containerPort: 80"), "{y}");
         let again = decode(&y, "again").unwrap().remove(0);
@@ -351,8 +361,13 @@ spec:
     fn quantities_accept_numbers() {
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: i, resources: {limits: {cpu: 1, memory: 64Mi}}}]}\n";
         let o = decode(pod, "p").unwrap().remove(0);
-        let Some(Body::Pod(p)) = &o.kind else { panic!() };
-        let r = p.spec.as_ref().unwrap().containers[0].resources.as_ref().unwrap();
+        let Some(Body::Pod(p)) = &o.kind else {
+            panic!()
+        };
+        let r = p.spec.as_ref().unwrap().containers[0]
+            .resources
+            .as_ref()
+            .unwrap();
         assert_eq!(r.limits["cpu"], "1");
         assert_eq!(r.limits["memory"], "64Mi");
     }

@@ -9,7 +9,8 @@ pub mod int_or_string {
 
     pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
         match v.parse::<i64>() {
-            Ok(n) if !v.starts_with('+') && !(v.starts_with('0') && v.len() > 1) => {
+            // "+5" and "007" stay strings: only canonical digits are numbers.
+            Ok(n) if !(v.starts_with('+') || (v.starts_with('0') && v.len() > 1)) => {
                 s.serialize_i64(n)
             }
             _ => s.serialize_str(v),

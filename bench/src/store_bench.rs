@@ -214,7 +214,11 @@ async fn bench_rkube(args: &Args) -> Result<Vec<String>> {
         for t in tasks {
             t.await?;
         }
-        let rev = cluster.status_of(leader).await.map(|s| s.revision).unwrap_or(0);
+        let rev = cluster
+            .status_of(leader)
+            .await
+            .map(|s| s.revision)
+            .unwrap_or(0);
         for i in 0..cluster.replicas.len() {
             cluster.wait_revision(i, rev).await;
         }
@@ -241,21 +245,27 @@ async fn failovers(n: usize, cluster: &mut Cluster) -> Result<Vec<f64>> {
         let leader = cluster.leader_index().await;
         let client = cluster.client();
         // Warm the client's connections to every replica.
-        let _ = client.create(bench_object(format!("warm-{round}"), "w")).await;
+        let _ = client
+            .create(bench_object(format!("warm-{round}"), "w"))
+            .await;
         let seq = Arc::new(AtomicU64::new(0));
         let killed_at = Instant::now();
         cluster.kill(leader);
-        let t = wait_for("a write acknowledged after the kill", Duration::from_secs(30), || {
-            let c = client.clone();
-            let seq = seq.clone();
-            async move {
-                let i = seq.fetch_add(1, Ordering::Relaxed);
-                c.create(bench_object(format!("fo-{round}-{i}"), "x"))
-                    .await
-                    .ok()
-                    .map(|_| killed_at.elapsed().as_secs_f64())
-            }
-        })
+        let t = wait_for(
+            "a write acknowledged after the kill",
+            Duration::from_secs(30),
+            || {
+                let c = client.clone();
+                let seq = seq.clone();
+                async move {
+                    let i = seq.fetch_add(1, Ordering::Relaxed);
+                    c.create(bench_object(format!("fo-{round}-{i}"), "x"))
+                        .await
+                        .ok()
+                        .map(|_| killed_at.elapsed().as_secs_f64())
+                }
+            },
+        )
         .await;
         times.push(t);
         cluster.restart(leader);
@@ -374,11 +384,14 @@ impl Etcd {
                     continue;
                 }
                 let mut m = etcd::maintenance_client::MaintenanceClient::new(self.channel(i));
-                let s = tokio::time::timeout(Duration::from_millis(500), m.status(etcd::StatusRequest {}))
-                    .await
-                    .ok()?
-                    .ok()?
-                    .into_inner();
+                let s = tokio::time::timeout(
+                    Duration::from_millis(500),
+                    m.status(etcd::StatusRequest {}),
+                )
+                .await
+                .ok()?
+                .ok()?
+                .into_inner();
                 if s.leader == 0 || leader.is_some_and(|l| l != s.leader) {
                     return None;
                 }
@@ -435,22 +448,26 @@ async fn bench_etcd(args: &Args) -> Result<Vec<String>> {
         let killed_at = Instant::now();
         e.kill(leader);
         let seq = AtomicU64::new(0);
-        let t = wait_for("an etcd write after the kill", Duration::from_secs(30), || {
-            let i = seq.fetch_add(1, Ordering::Relaxed);
-            let ch = chans[(leader + 1 + (i as usize % 2)) % 3].clone();
-            async move {
-                let mut kv = etcd::kv_client::KvClient::new(ch);
-                let mut req = tonic::Request::new(etcd::PutRequest {
-                    key: format!("fo-{round}-{i}").into_bytes(),
-                    value: b"x".to_vec(),
-                });
-                req.set_timeout(Duration::from_millis(500));
-                kv.put(req)
-                    .await
-                    .ok()
-                    .map(|_| killed_at.elapsed().as_secs_f64())
-            }
-        })
+        let t = wait_for(
+            "an etcd write after the kill",
+            Duration::from_secs(30),
+            || {
+                let i = seq.fetch_add(1, Ordering::Relaxed);
+                let ch = chans[(leader + 1 + (i as usize % 2)) % 3].clone();
+                async move {
+                    let mut kv = etcd::kv_client::KvClient::new(ch);
+                    let mut req = tonic::Request::new(etcd::PutRequest {
+                        key: format!("fo-{round}-{i}").into_bytes(),
+                        value: b"x".to_vec(),
+                    });
+                    req.set_timeout(Duration::from_millis(500));
+                    kv.put(req)
+                        .await
+                        .ok()
+                        .map(|_| killed_at.elapsed().as_secs_f64())
+                }
+            },
+        )
         .await;
         times.push(t);
         e.spawn(leader, &args.etcd)?;
@@ -464,9 +481,14 @@ async fn bench_etcd(args: &Args) -> Result<Vec<String>> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
-        println!("# store-bench: {} s per point, clients {:?}", args.duration, args.clients);
+        println!(
+            "# store-bench: {} s per point, clients {:?}",
+            args.duration, args.clients
+        );
         let mut lines = bench_rkube(&args).await?;
         if !args.skip_etcd {
             lines.extend(bench_etcd(&args).await?);

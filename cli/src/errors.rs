@@ -3,8 +3,18 @@
 //! that were already printed.
 
 use rkube_api::client::retryable;
+use std::error::Error as _;
 use std::fmt;
+use std::sync::OnceLock;
 use tonic::{Code, Status};
+
+/// The server list, for messages about failing to reach it.
+static SERVERS: OnceLock<String> = OnceLock::new();
+
+/// Records which servers the command talks to.
+pub fn set_servers(list: &str) {
+    let _ = SERVERS.set(list.to_string());
+}
 
 /// An error the API server answered (or a failure to reach any server),
 /// already formatted the way kubectl prints it.
@@ -21,7 +31,14 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.reason {
             Some(reason) => write!(f, "Error from server ({reason}): {}", self.message),
-            None => write!(f, "Unable to connect to the server: {}", self.message),
+            None => match SERVERS.get() {
+                Some(list) => write!(
+                    f,
+                    "Unable to connect to the server ({list}): {}",
+                    self.message
+                ),
+                None => write!(f, "Unable to connect to the server: {}", self.message),
+            },
         }
     }
 }
@@ -74,15 +91,30 @@ pub fn is_connection_failure(s: &Status) -> bool {
         || m.contains("h2 protocol")
 }
 
+/// The innermost cause of a transport failure (`Connection refused`).
+fn root_cause(s: &Status) -> Option<String> {
+    let mut cause = s.source()?;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    Some(cause.to_string())
+}
+
 /// Turns a gRPC status into the error kubectl would print.
 pub fn from_status(s: &Status) -> ServerError {
-    let message = if s.message().is_empty() {
+    let mut message = if s.message().is_empty() {
         format!("{}", s.code())
     } else {
         s.message().to_string()
     };
+    let unreachable = is_connection_failure(s);
+    if unreachable {
+        if let Some(cause) = root_cause(s).filter(|c| !message.contains(c.as_str())) {
+            message = format!("{message}: {cause}");
+        }
+    }
     ServerError {
-        reason: if is_connection_failure(s) {
+        reason: if unreachable {
             None
         } else {
             Some(reason_for(s.code()))
@@ -155,7 +187,10 @@ mod tests {
     #[test]
     fn server_errors_read_like_kubectl() {
         let e = from_status(&Status::not_found("pods \"x\" not found"));
-        assert_eq!(e.to_string(), "Error from server (NotFound): pods \"x\" not found");
+        assert_eq!(
+            e.to_string(),
+            "Error from server (NotFound): pods \"x\" not found"
+        );
         for (code, reason) in [
             (Code::AlreadyExists, "AlreadyExists"),
             (Code::Aborted, "Conflict"),

@@ -117,8 +117,8 @@ impl DiskLog {
         let mut snapshot = Snapshot::default();
         let mut recovered_snapshot = None;
         if snap_path.exists() {
-            let bytes = fs::read(&snap_path)
-                .with_context(|| format!("reading {}", snap_path.display()))?;
+            let bytes =
+                fs::read(&snap_path).with_context(|| format!("reading {}", snap_path.display()))?;
             let (payload, ok) = check_framed(&bytes);
             if !ok {
                 bail!(

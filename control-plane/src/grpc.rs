@@ -91,20 +91,31 @@ impl Api for GrpcApi {
     async fn update(&self, r: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
         let r = r.into_inner();
         let obj = required(r.object, "object")?;
-        Ok(Response::new(self.handlers.update(obj, false, r.dry_run).await?))
+        Ok(Response::new(
+            self.handlers.update(obj, false, r.dry_run).await?,
+        ))
     }
 
     async fn update_status(&self, r: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
         let r = r.into_inner();
         let obj = required(r.object, "object")?;
-        Ok(Response::new(self.handlers.update(obj, true, r.dry_run).await?))
+        Ok(Response::new(
+            self.handlers.update(obj, true, r.dry_run).await?,
+        ))
     }
 
     async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<Object>, Status> {
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
-                .patch(&r.kind, &r.namespace, &r.name, &r.patch_type, &r.patch, r.status)
+                .patch(
+                    &r.kind,
+                    &r.namespace,
+                    &r.name,
+                    &r.patch_type,
+                    &r.patch,
+                    r.status,
+                )
                 .await?,
         ))
     }
@@ -127,7 +138,9 @@ impl Api for GrpcApi {
     async fn get_scale(&self, r: Request<GetRequest>) -> Result<Response<Scale>, Status> {
         let r = r.into_inner();
         Ok(Response::new(
-            self.handlers.get_scale(&r.kind, &r.namespace, &r.name).await?,
+            self.handlers
+                .get_scale(&r.kind, &r.namespace, &r.name)
+                .await?,
         ))
     }
 
@@ -135,7 +148,13 @@ impl Api for GrpcApi {
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
-                .update_scale(&r.kind, &r.namespace, &r.name, r.replicas, &r.resource_version)
+                .update_scale(
+                    &r.kind,
+                    &r.namespace,
+                    &r.name,
+                    r.replicas,
+                    &r.resource_version,
+                )
                 .await?,
         ))
     }

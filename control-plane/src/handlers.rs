@@ -69,6 +69,9 @@ pub struct Peer {
 pub struct Handlers {
     store: Store,
     peers: Arc<Vec<Peer>>,
+    /// Set when the replica shuts down: open watches end so clients fail
+    /// over instead of hanging on a dying server.
+    stop: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// An object as read for a read-modify-write.
@@ -92,7 +95,13 @@ impl Handlers {
         Handlers {
             store,
             peers: Arc::new(peers),
+            stop: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Ends every open watch (on shutdown).
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
     }
 
     pub fn store(&self) -> &Store {
@@ -107,9 +116,9 @@ impl Handlers {
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = ?obj.kind(), name = obj.name()))]
     pub async fn create(&self, mut obj: Object, dry_run: bool) -> ApiResult<Object> {
-        let kind = obj
-            .kind()
-            .ok_or_else(|| ApiError::Invalid("kind: Required value: the object holds no kind".into()))?;
+        let kind = obj.kind().ok_or_else(|| {
+            ApiError::Invalid("kind: Required value: the object holds no kind".into())
+        })?;
         {
             let meta = obj
                 .metadata_mut()
@@ -238,7 +247,12 @@ impl Handlers {
     /// receiver is dropped or an error (history compacted) is sent.
     pub async fn watch(&self, spec: WatchSpec) -> ApiResult<mpsc::Receiver<ApiResult<WatchEvent>>> {
         let kind = parse_kind(&spec.kind)?;
-        let filter = Filter::new(kind, &spec.namespace, &spec.label_selector, &spec.field_selector)?;
+        let filter = Filter::new(
+            kind,
+            &spec.namespace,
+            &spec.label_selector,
+            &spec.field_selector,
+        )?;
         let (tx, rx) = mpsc::channel(1024);
         let mut initial = Vec::new();
         let start = match spec.resource_version.as_str() {
@@ -271,7 +285,8 @@ impl Handlers {
         };
         let mut revisions = self.store.revision();
         let store = self.store.clone();
-        tokio::spawn(async move {
+        let mut stop = self.stop.subscribe();
+        let stream = async move {
             for ev in initial {
                 if tx.send(Ok(ev)).await.is_err() {
                     return;
@@ -336,6 +351,12 @@ impl Handlers {
                         }
                     }
                 }
+            }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stream => {}
+                _ = stop.wait_for(|s| *s) => {}
             }
         });
         Ok(rx)
@@ -663,9 +684,17 @@ impl Handlers {
     }
 
     /// Assigns a pod to a node, once.
-    pub async fn bind(&self, namespace: &str, name: &str, node: &str, uid: &str) -> ApiResult<Object> {
+    pub async fn bind(
+        &self,
+        namespace: &str,
+        name: &str,
+        node: &str,
+        uid: &str,
+    ) -> ApiResult<Object> {
         if node.is_empty() {
-            return Err(ApiError::Invalid("target.name: Required value: a node name".into()));
+            return Err(ApiError::Invalid(
+                "target.name: Required value: a node name".into(),
+            ));
         }
         let ns = effective_namespace(Kind::Pod, namespace);
         for attempt in 0..16 {

@@ -24,7 +24,10 @@ pub async fn run(handlers: Handlers, tasks: Vec<LeaderTask>) {
     loop {
         let is_leader = leader.borrow_and_update().is_leader;
         if is_leader && running.is_empty() {
-            tracing::info!(tasks = tasks.len(), "became leader: starting leader-only work");
+            tracing::info!(
+                tasks = tasks.len(),
+                "became leader: starting leader-only work"
+            );
             running = tasks
                 .iter()
                 .map(|t| tokio::spawn(t(handlers.clone())))

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "control-plane", about = "One replica of rkube's Raft-replicated control plane")]
+#[command(
+    name = "control-plane",
+    about = "One replica of rkube's Raft-replicated control plane"
+)]
 struct Args {
     /// This replica's id (one of the ids in --peers).
     #[arg(long, env = "RKUBE_ID")]
@@ -73,11 +76,14 @@ fn main() -> anyhow::Result<()> {
         snapshot_keep: args.snapshot_keep,
         history_limit: args.history,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -71,7 +71,10 @@ pub enum Command {
     },
     Step(Box<Message>),
     Unreachable(u64),
-    SnapshotSent { to: u64, ok: bool },
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
     Status(oneshot::Sender<RaftStatus>),
     Shutdown,
 }
@@ -99,6 +102,9 @@ pub struct RaftConfig {
     pub history_limit: usize,
 }
 
+/// Someone waiting for a ReadIndex answer: the index to wait for.
+type ReadWaiter = oneshot::Sender<Result<u64, StoreError>>;
+
 struct Driver {
     id: u64,
     node: RawNode<RaftStorage>,
@@ -107,8 +113,8 @@ struct Driver {
     transport: Transport,
     cfg: RaftConfig,
     pending: HashMap<u64, oneshot::Sender<Result<TxnResult, StoreError>>>,
-    reads: HashMap<Vec<u8>, (Instant, Vec<oneshot::Sender<Result<u64, StoreError>>>)>,
-    new_reads: Vec<oneshot::Sender<Result<u64, StoreError>>>,
+    reads: HashMap<Vec<u8>, (Instant, Vec<ReadWaiter>)>,
+    new_reads: Vec<ReadWaiter>,
     read_seq: u64,
     applied: u64,
     last_snapshot: u64,
@@ -222,8 +228,7 @@ impl Driver {
             } => {
                 if self.node.raft.leader_id == raft::INVALID_ID {
                     let _ = reply.send(Err(StoreError::Unavailable(
-                        "no control-plane leader is known yet (election in progress); retry"
-                            .into(),
+                        "no control-plane leader is known yet (election in progress); retry".into(),
                     )));
                     return;
                 }
@@ -459,7 +464,11 @@ impl Driver {
         let started = Instant::now();
         self.log.save_own_snapshot(snap, self.cfg.snapshot_keep)?;
         self.last_snapshot = index;
-        tracing::info!(index, took_ms = started.elapsed().as_millis() as u64, "snapshot saved, log compacted");
+        tracing::info!(
+            index,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot saved, log compacted"
+        );
         Ok(())
     }
 

@@ -114,7 +114,13 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
                     })
                 },
             ),
-            shutdown,
+            {
+                let handlers = handlers.clone();
+                async move {
+                    shutdown.await;
+                    handlers.shutdown();
+                }
+            },
         )
         .await
         .context("serving gRPC")?;

@@ -7,7 +7,9 @@
 //! snapshot. Every replica holds one; all reach the same state.
 
 use prost::Message as _;
-use rkube_api::proto::internal::{compare::Target, op::Op as OpKind, StateSnapshot, Txn, TxnResult};
+use rkube_api::proto::internal::{
+    compare::Target, op::Op as OpKind, StateSnapshot, Txn, TxnResult,
+};
 use rkube_api::proto::Object;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -329,7 +331,10 @@ mod tests {
         }
         assert!(sm.changes_since(0, 100).is_err());
         let c = sm.changes_since(2, 100).unwrap();
-        assert_eq!(c.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(
+            c.iter().map(|c| c.revision).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
         assert!(sm.changes_since(5, 100).unwrap().is_empty());
     }
 
@@ -362,7 +367,10 @@ mod tests {
         assert_eq!(other.revision(), 3);
         assert_eq!(other.range("/registry/pods/default/").count(), 2);
         assert_eq!(other.range("/registry/pods/").count(), 3);
-        assert!(other.changes_since(2, 10).is_err(), "history is gone after restore");
+        assert!(
+            other.changes_since(2, 10).is_err(),
+            "history is gone after restore"
+        );
         assert!(other.changes_since(3, 10).unwrap().is_empty());
     }
 }

@@ -101,10 +101,8 @@ impl Store {
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), StoreError> {
         let mut rx = self.shared.applied.subscribe();
         let wait = deadline.saturating_duration_since(Instant::now());
-        let reached = tokio::time::timeout(wait, async {
-            rx.wait_for(|a| *a >= index).await.is_ok()
-        })
-        .await;
+        let reached =
+            tokio::time::timeout(wait, async { rx.wait_for(|a| *a >= index).await.is_ok() }).await;
         match reached {
             Ok(true) => Ok(()),
             _ => Err(StoreError::Unavailable(format!(

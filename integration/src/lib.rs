@@ -203,20 +203,24 @@ impl Cluster {
     /// Waits until every running replica agrees on a leader and the leader
     /// has bootstrapped the default namespace.
     pub async fn wait_ready(&self) -> u64 {
-        let leader = wait_for("a leader known to all running replicas", Duration::from_secs(20), || async {
-            let mut leader = None;
-            for (i, r) in self.replicas.iter().enumerate() {
-                if r.child.is_none() {
-                    continue;
+        let leader = wait_for(
+            "a leader known to all running replicas",
+            Duration::from_secs(20),
+            || async {
+                let mut leader = None;
+                for (i, r) in self.replicas.iter().enumerate() {
+                    if r.child.is_none() {
+                        continue;
+                    }
+                    let s = self.status_of(i).await?;
+                    if s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
+                        return None;
+                    }
+                    leader = Some(s.leader_id);
                 }
-                let s = self.status_of(i).await?;
-                if s.leader_id == 0 || leader.is_some_and(|l| l != s.leader_id) {
-                    return None;
-                }
-                leader = Some(s.leader_id);
-            }
-            leader
-        })
+                leader
+            },
+        )
         .await;
         let c = self.client();
         wait_for("namespace default", Duration::from_secs(20), || {

@@ -91,16 +91,20 @@ async fn acknowledged_writes_survive_leader_kill_and_replica_catches_up_by_snaps
             }
         }));
     }
-    wait_for("150 acknowledged writes", Duration::from_secs(60), || async {
-        (count.load(Ordering::SeqCst) >= 150).then_some(())
-    })
+    wait_for(
+        "150 acknowledged writes",
+        Duration::from_secs(60),
+        || async { (count.load(Ordering::SeqCst) >= 150).then_some(()) },
+    )
     .await;
     cluster.kill(leader);
     // Enough writes that the survivors snapshot and compact past the
     // killed replica's log.
-    wait_for("600 acknowledged writes after the kill", Duration::from_secs(60), || async {
-        (count.load(Ordering::SeqCst) >= 600).then_some(())
-    })
+    wait_for(
+        "600 acknowledged writes after the kill",
+        Duration::from_secs(60),
+        || async { (count.load(Ordering::SeqCst) >= 600).then_some(()) },
+    )
     .await;
     stop.store(true, Ordering::SeqCst);
     for w in writers {
@@ -143,7 +147,10 @@ async fn acknowledged_writes_survive_leader_kill_and_replica_catches_up_by_snaps
         .await
         .unwrap();
     let local_names: BTreeSet<String> = local.items.iter().map(|o| o.name().to_string()).collect();
-    assert_eq!(local_names, stored, "the restarted replica has the same state");
+    assert_eq!(
+        local_names, stored,
+        "the restarted replica has the same state"
+    );
     // And the cluster keeps taking writes with it.
     assert!(create_until_known(&client, "after-restart").await);
 }
@@ -216,7 +223,10 @@ async fn watch_on_a_follower_sees_every_change_once_in_order_across_leader_chang
     // Updates and deletes too, so every change type crosses the failover.
     let p = client.get("Pod", "default", "a0").await.unwrap();
     let mut p2 = p.clone();
-    p2.metadata_mut().unwrap().labels.insert("x".into(), "y".into());
+    p2.metadata_mut()
+        .unwrap()
+        .labels
+        .insert("x".into(), "y".into());
     client.update(p2).await.unwrap();
     cluster.kill(leader);
     for i in 40..80 {
@@ -277,7 +287,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
         let mut s = tokio::net::TcpStream::connect(&cluster.replicas[0].addr)
             .await
             .unwrap();
-        let _ = s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\xff\xff\xff\xff").await;
+        let _ = s
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\xff\xff\xff\xff")
+            .await;
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
     }
     assert!(cluster.status_of(0).await.is_some(), "replica still serves");
@@ -291,7 +303,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("1.5 MiB"), "{}", e.message());
     assert_eq!(
-        client.get("Pod", "default", "big").await.unwrap_err().code(),
+        client
+            .get("Pod", "default", "big")
+            .await
+            .unwrap_err()
+            .code(),
         Code::NotFound
     );
 
@@ -309,14 +325,24 @@ async fn bad_input_is_refused_and_changes_nothing() {
     // Conflicting update.
     let created = client.create(pod("c")).await.unwrap();
     let mut a = created.clone();
-    a.metadata_mut().unwrap().labels.insert("v".into(), "1".into());
+    a.metadata_mut()
+        .unwrap()
+        .labels
+        .insert("v".into(), "1".into());
     client.update(a).await.unwrap();
     let mut stale = created.clone();
-    stale.metadata_mut().unwrap().labels.insert("v".into(), "2".into());
+    stale
+        .metadata_mut()
+        .unwrap()
+        .labels
+        .insert("v".into(), "2".into());
     let e = client.update(stale).await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted, "{e:?}");
     let now = client.get("Pod", "default", "c").await.unwrap();
-    assert_eq!(now.metadata().unwrap().labels.get("v").map(String::as_str), Some("1"));
+    assert_eq!(
+        now.metadata().unwrap().labels.get("v").map(String::as_str),
+        Some("1")
+    );
 
     // Duplicate create.
     assert_eq!(

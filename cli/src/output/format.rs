@@ -46,10 +46,22 @@ mod tests {
     fn known_formats_parse() {
         assert_eq!(OutputFormat::parse(None).unwrap(), OutputFormat::Table);
         assert_eq!(OutputFormat::parse(Some("")).unwrap(), OutputFormat::Table);
-        assert_eq!(OutputFormat::parse(Some("wide")).unwrap(), OutputFormat::Wide);
-        assert_eq!(OutputFormat::parse(Some("yaml")).unwrap(), OutputFormat::Yaml);
-        assert_eq!(OutputFormat::parse(Some("JSON")).unwrap(), OutputFormat::Json);
-        assert_eq!(OutputFormat::parse(Some("name")).unwrap(), OutputFormat::Name);
+        assert_eq!(
+            OutputFormat::parse(Some("wide")).unwrap(),
+            OutputFormat::Wide
+        );
+        assert_eq!(
+            OutputFormat::parse(Some("yaml")).unwrap(),
+            OutputFormat::Yaml
+        );
+        assert_eq!(
+            OutputFormat::parse(Some("JSON")).unwrap(),
+            OutputFormat::Json
+        );
+        assert_eq!(
+            OutputFormat::parse(Some("name")).unwrap(),
+            OutputFormat::Name
+        );
         assert!(OutputFormat::Wide.is_table());
         assert!(!OutputFormat::Yaml.is_table());
     }

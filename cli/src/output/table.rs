@@ -36,6 +36,8 @@ impl Table {
                 s.extend(std::iter::repeat_n(' ', pad));
             }
         }
+        // An empty last cell leaves no trailing padding.
+        s.truncate(s.trim_end_matches(' ').len());
         s
     }
 }
@@ -96,6 +98,12 @@ nginx-rc-abcde   0/1     ContainerCreating   0          3s
         t.fit(&r);
         assert_eq!(t.line(&r), "a-much-longer-name   1s");
         assert_eq!(t.line(&strings(&["x", "2s"])), "x                    2s");
+    }
+
+    #[test]
+    fn empty_last_cells_leave_no_trailing_spaces() {
+        let out = render(None, &[strings(&["wn1", "v1"]), strings(&["wn2", ""])]);
+        assert_eq!(out, "wn1   v1\nwn2\n");
     }
 
     #[test]

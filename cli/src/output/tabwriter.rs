@@ -17,14 +17,17 @@ pub fn align(text: &str, padding: usize) -> String {
         if i > 0 {
             out.push('\n');
         }
+        let mut line = String::new();
         let last = cells.len().saturating_sub(1);
         for (c, cell) in cells.iter().enumerate() {
-            out.push_str(cell);
+            line.push_str(cell);
             if c < last {
                 let pad = widths[i][c].saturating_sub(cell.chars().count());
-                out.extend(std::iter::repeat_n(' ', pad));
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
+        // Padding before an empty last cell is noise.
+        out.push_str(line.trim_end_matches(' '));
     }
     out
 }
@@ -71,14 +74,15 @@ mod tests {
     #[test]
     fn consecutive_lines_align() {
         let text = "Name:\tnginx\nNamespace:\tdefault\nLabels:\tapp=x\n\ttier=dev\n";
-        let want = "Name:       nginx\nNamespace:  default\nLabels:     app=x\n            tier=dev\n";
+        let want =
+            "Name:       nginx\nNamespace:  default\nLabels:     app=x\n            tier=dev\n";
         assert_eq!(align(text, 2), want);
     }
 
     #[test]
     fn a_line_without_tabs_breaks_the_block() {
         let text = "Name:\tx\nIPs:\n  IP:\t10.0.0.1\nStatus:\tRunning";
-        let want = "Name:  x\nIPs:\n  IP:  10.0.0.1\nStatus:  Running";
+        let want = "Name:  x\nIPs:\n  IP:    10.0.0.1\nStatus:  Running";
         assert_eq!(align(text, 2), want);
     }
 
@@ -90,5 +94,13 @@ Port:        <unset>  80/TCP
 TargetPort:  8080/TCP
 NodePort:    http  30080/TCP";
         assert_eq!(align(text, 2), want);
+    }
+
+    #[test]
+    fn empty_values_leave_no_trailing_spaces() {
+        assert_eq!(
+            align("Image ID:\t\nImage:\tnginx", 2),
+            "Image ID:\nImage:     nginx"
+        );
     }
 }
