@@ -31,13 +31,19 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// The seed folder shared with the project (`../shared/seed`).
 pub fn seed_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RKUBE_SEED_DIR") {
+        return PathBuf::from(d);
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for cand in [root.join("../shared/seed"), root.join("shared/seed")] {
         if cand.exists() {
             return cand;
         }
     }
-    panic!("the seed folder ../shared/seed was not found next to the repository");
+    panic!(
+        "the seed folder ../shared/seed was not found next to the repository; \
+         set RKUBE_SEED_DIR"
+    );
 }
 
 pub fn free_port() -> u16 {
