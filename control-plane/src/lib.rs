@@ -10,6 +10,7 @@
 //! - [`leader`]: leader-only work (scheduler and controllers hook in here).
 //! - [`server`]: wiring it all together from a configuration.
 
+pub mod controllers;
 pub mod disk;
 pub mod grpc;
 pub mod handlers;
