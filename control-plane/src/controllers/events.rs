@@ -8,12 +8,14 @@ use rkube_api::Object;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// (involved object's uid, reason, message): what makes two events "the same".
+type EventKey = (String, String, String);
+
 #[derive(Clone)]
 pub struct EventRecorder {
     handlers: Handlers,
     component: String,
-    /// (involved uid, reason, message) -> event name, count
-    seen: Arc<parking_lot::Mutex<HashMap<(String, String, String), (String, i32)>>>,
+    seen: Arc<parking_lot::Mutex<HashMap<EventKey, (String, i32)>>>,
 }
 
 pub const NORMAL: &str = "Normal";
