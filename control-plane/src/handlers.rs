@@ -18,6 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Finalizer that makes the garbage collector delete an object's dependents
+/// before the object itself (propagationPolicy Foreground).
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// Finalizer that makes the garbage collector release (un-own) an object's
+/// dependents before the object is deleted (propagationPolicy Orphan).
+pub const ORPHAN_FINALIZER: &str = "orphan";
+
 /// The largest object the store accepts, as Kubernetes (etcd) does.
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
@@ -564,6 +571,33 @@ impl Handlers {
                          ResourceVersion in object meta: {}",
                         cur.mod_revision
                     )));
+                }
+            }
+            let policy_finalizer = match propagation_policy {
+                "Foreground" => Some(FOREGROUND_FINALIZER),
+                "Orphan" => Some(ORPHAN_FINALIZER),
+                _ => None,
+            };
+            if let Some(f) = policy_finalizer {
+                // The garbage collector deletes (Foreground) or releases
+                // (Orphan) the dependents, then removes the finalizer, which
+                // completes the deletion.
+                if meta.finalizers.iter().any(|x| x == f) && !meta.deletion_timestamp.is_empty() {
+                    return Ok(cur.object);
+                }
+                let mut marked = cur.object.clone();
+                if let Some(m) = marked.metadata_mut() {
+                    if !m.finalizers.iter().any(|x| x == f) {
+                        m.finalizers.push(f.to_string());
+                    }
+                    if m.deletion_timestamp.is_empty() {
+                        m.deletion_timestamp = now();
+                        m.deletion_grace_period_seconds = Some(0);
+                    }
+                }
+                match self.try_write(kind, &cur, marked, false).await? {
+                    Some(o) => return Ok(o),
+                    None => continue,
                 }
             }
             if !meta.finalizers.is_empty() {

@@ -1,9 +1,10 @@
 //! Leader-only work: started when this replica becomes the Raft leader and
 //! stopped when it stops being one, so nothing runs twice in the cluster.
 //!
-//! The scheduler and controllers register here as `LeaderTask`s. Today the
-//! one task is bootstrap: the namespaces every cluster has.
+//! Tasks: bootstrap (the namespaces every cluster has), then the scheduler
+//! and every controller (`controllers::run_all`).
 
+use crate::controllers::{self, ControllerConfig};
 use crate::handlers::{ApiError, Handlers};
 use rkube_api::proto::{object::Kind as Body, Namespace, ObjectMeta};
 use rkube_api::Object;
@@ -44,9 +45,12 @@ pub async fn run(handlers: Handlers, tasks: Vec<LeaderTask>) {
     }
 }
 
-/// The built-in tasks.
-pub fn default_tasks() -> Vec<LeaderTask> {
-    vec![Arc::new(|h| Box::pin(bootstrap_namespaces(h)))]
+/// The built-in tasks: bootstrap, then the scheduler and controllers.
+pub fn default_tasks(cfg: ControllerConfig) -> Vec<LeaderTask> {
+    vec![
+        Arc::new(|h| Box::pin(bootstrap_namespaces(h))),
+        Arc::new(move |h| Box::pin(controllers::run_all(h, cfg.clone()))),
+    ]
 }
 
 /// Creates the namespaces every cluster has, if missing.

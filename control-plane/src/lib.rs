@@ -7,7 +7,7 @@
 //! - [`store`]: transactions, linearizable reads and notifications for the API.
 //! - [`handlers`]: the API's verbs, independent of transport.
 //! - [`grpc`]: the gRPC service over the handlers.
-//! - [`leader`]: leader-only work (scheduler and controllers hook in here).
+//! - [`leader`]: leader-only work: bootstrap, then [`scheduler`] and [`controllers`].
 //! - [`server`]: wiring it all together from a configuration.
 
 pub mod controllers;
@@ -17,6 +17,7 @@ pub mod handlers;
 pub mod leader;
 pub mod logging;
 pub mod raft_node;
+pub mod scheduler;
 pub mod server;
 pub mod state_machine;
 pub mod store;

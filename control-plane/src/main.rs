@@ -1,6 +1,7 @@
 //! control-plane: one replica of rkube's control plane.
 
 use clap::Parser;
+use rkube_control_plane::controllers::ControllerConfig;
 use rkube_control_plane::server::{parse_peers, run, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,6 +43,17 @@ struct Args {
     /// Changes kept for watches to resume from.
     #[arg(long, default_value_t = 100_000)]
     history: usize,
+    /// Seconds a node's lease may lapse before it is NotReady and tainted
+    /// unreachable.
+    #[arg(long, default_value_t = 40.0)]
+    node_monitor_grace_period: f64,
+    /// Seconds pods stay on an unreachable/not-ready node before eviction
+    /// (their default tolerationSeconds).
+    #[arg(long, default_value_t = 300.0)]
+    pod_eviction_timeout: f64,
+    /// Seconds between full resyncs of every controller.
+    #[arg(long, default_value_t = 30.0)]
+    controller_resync: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +87,12 @@ fn main() -> anyhow::Result<()> {
         snapshot_interval: args.snapshot_interval.max(1),
         snapshot_keep: args.snapshot_keep,
         history_limit: args.history,
+        controllers: ControllerConfig {
+            node_monitor_grace: secs(args.node_monitor_grace_period),
+            pod_eviction_timeout: secs(args.pod_eviction_timeout),
+            resync: secs(args.controller_resync.max(0.1)),
+            ..Default::default()
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,4 +110,8 @@ fn main() -> anyhow::Result<()> {
         };
         run(cfg, shutdown).await
     })
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
 }

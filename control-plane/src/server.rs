@@ -1,5 +1,6 @@
 //! Wires a replica together: disk, Raft driver, transport, API, leader work.
 
+use crate::controllers::ControllerConfig;
 use crate::grpc::GrpcApi;
 use crate::handlers::{Handlers, Peer};
 use crate::leader;
@@ -26,6 +27,7 @@ pub struct ServerConfig {
     pub snapshot_interval: u64,
     pub snapshot_keep: u64,
     pub history_limit: usize,
+    pub controllers: ControllerConfig,
 }
 
 /// Parses `1=host:port,2=host:port,...`.
@@ -81,7 +83,10 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
         })
         .collect();
     let handlers = Handlers::new(store, peers);
-    tokio::spawn(leader::run(handlers.clone(), leader::default_tasks()));
+    tokio::spawn(leader::run(
+        handlers.clone(),
+        leader::default_tasks(cfg.controllers.clone()),
+    ));
 
     let api = ApiServer::new(GrpcApi {
         handlers: handlers.clone(),

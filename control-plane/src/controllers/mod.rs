@@ -6,11 +6,16 @@
 //! - [`events`]: Event recording.
 //! - [`run_workers`]: the loop that feeds a queue's keys to a `Reconcile`.
 
+pub mod daemonset;
+pub mod endpoints;
 pub mod events;
+pub mod gc;
 pub mod informer;
+pub mod node_lifecycle;
+pub mod replication;
 pub mod workqueue;
 
-use crate::handlers::ApiError;
+use crate::handlers::{ApiError, Handlers};
 use informer::{Informers, Notice};
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,4 +122,44 @@ pub fn feed<M, A>(
             }
         }
     });
+}
+
+/// Knobs of the controllers and the scheduler (flags of control-plane).
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// How long a node's lease may go unrenewed before the node is marked
+    /// NotReady/Unknown and tainted unreachable (Kubernetes: 40 s).
+    pub node_monitor_grace: Duration,
+    /// Default tolerationSeconds for pods on an unreachable or not-ready
+    /// node before they are evicted (Kubernetes: 300 s).
+    pub pod_eviction_timeout: Duration,
+    /// How often every controller re-examines every object.
+    pub resync: Duration,
+    /// Workers per controller.
+    pub workers: usize,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            node_monitor_grace: Duration::from_secs(40),
+            pod_eviction_timeout: Duration::from_secs(300),
+            resync: Duration::from_secs(30),
+            workers: 4,
+        }
+    }
+}
+
+/// Starts the scheduler and every controller on shared informers; runs
+/// until aborted (leadership lost), which stops all of them.
+pub async fn run_all(handlers: Handlers, cfg: ControllerConfig) {
+    let informers = Informers::new(handlers);
+    crate::scheduler::start(&informers, &cfg);
+    replication::start(&informers, &cfg);
+    daemonset::start(&informers, &cfg);
+    node_lifecycle::start(&informers, &cfg);
+    endpoints::start(&informers, &cfg);
+    gc::start(&informers, &cfg);
+    tracing::info!("scheduler and controllers started");
+    informers.run_forever().await
 }
