@@ -2,6 +2,7 @@
 //! validation, and the store calls behind every verb. The gRPC service (and a
 //! later REST facade) are thin doors onto these handlers.
 
+use crate::allocator::{self, AllocError, Allocation};
 use crate::raft_node::StoreError;
 use crate::state_machine::{ChangeType, TooOld};
 use crate::store::Store;
@@ -162,35 +163,75 @@ impl Handlers {
         }
         let key = kind.key(obj.namespace(), obj.name());
         let (name, namespace) = (obj.name().to_string(), obj.namespace().to_string());
-        let mut compares = vec![Compare {
+        let mut base = vec![Compare {
             key: key.clone(),
             target: Some(Target::Absent(true)),
         }];
         if kind.namespaced() {
-            compares.push(Compare {
+            base.push(Compare {
                 key: Kind::Namespace.key("", &namespace),
                 target: Some(Target::Present(true)),
             });
         }
-        let r = self
-            .store
-            .txn(Txn {
-                compares,
-                ops: vec![put(&key, obj)],
-            })
-            .await?;
-        if !r.succeeded {
-            return Err(match r.failed_compare {
+        // Retries only when a picked service address collided.
+        for _ in 0..8 {
+            let mut o = obj.clone();
+            let alloc = self.allocate(&mut o, None)?;
+            if kind == Kind::Service {
+                // Again, now that addresses are filled in.
+                validation::validate(&o).map_err(|e| ApiError::Invalid(e.to_string()))?;
+            }
+            let mut compares = base.clone();
+            compares.extend(alloc.compares);
+            let mut ops = vec![put(&key, o)];
+            ops.extend(alloc.ops);
+            let r = self.store.txn(Txn { compares, ops }).await?;
+            if r.succeeded {
+                return r
+                    .stored
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| ApiError::Internal("store returned no object".into()));
+            }
+            let i = r.failed_compare as usize;
+            return Err(match i {
                 0 => ApiError::AlreadyExists(format!("{} {name:?} already exists", kind.plural())),
-                _ => ApiError::NotFound(format!(
+                1 if kind.namespaced() => ApiError::NotFound(format!(
                     "namespaces {namespace:?} not found: create the namespace first"
                 )),
+                _ => match alloc.requested.get(i - base.len()) {
+                    Some(m) if !m.is_empty() => ApiError::Invalid(m.clone()),
+                    _ => continue,
+                },
             });
         }
-        r.stored
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("store returned no object".into()))
+        Err(ApiError::Unavailable(
+            "could not allocate a service address after several tries; retry".into(),
+        ))
+    }
+
+    /// Allocates a Service's ClusterIP and NodePorts (keeping `old`'s on
+    /// update); other kinds need nothing.
+    fn allocate(&self, obj: &mut Object, old: Option<&Object>) -> ApiResult<Allocation> {
+        let Some(Body::Service(svc)) = obj.kind.as_mut() else {
+            return Ok(Allocation::default());
+        };
+        let old = match old.and_then(|o| o.kind.as_ref()) {
+            Some(Body::Service(o)) => Some(o),
+            _ => None,
+        };
+        let st = self.store.state();
+        allocator::allocate(
+            svc,
+            old,
+            |ip| st.get(&allocator::ip_key(ip)).is_some(),
+            |p| st.get(&allocator::port_key(p)).is_some(),
+            rand::random(),
+        )
+        .map_err(|e| match e {
+            AllocError::Invalid(m) => ApiError::Invalid(m),
+            AllocError::Exhausted(m) => ApiError::Unavailable(m),
+        })
     }
 
     // ------------------------------------------------------------ reads
@@ -428,6 +469,17 @@ impl Handlers {
         if let Some(m) = new.metadata_mut() {
             m.resource_version.clear();
         }
+        if let (Some(Body::Service(n)), Some(Body::Service(o))) =
+            (new.kind.as_mut(), cur.object.kind.as_ref())
+        {
+            // An update that leaves the allocated address out keeps it.
+            if let (Some(ns), Some(os)) = (n.spec.as_mut(), o.spec.as_ref()) {
+                if ns.cluster_ip.is_empty() {
+                    ns.cluster_ip = os.cluster_ip.clone();
+                    ns.cluster_ips = os.cluster_ips.clone();
+                }
+            }
+        }
         validation::validate_update(&cur.object, &new)
             .map_err(|e| ApiError::Invalid(e.to_string()))?;
         check_size(&new)?;
@@ -439,25 +491,32 @@ impl Handlers {
             .metadata()
             .map(|m| !m.deletion_timestamp.is_empty() && m.finalizers.is_empty())
             .unwrap_or(false);
-        let op = if finishing {
-            Op {
+        let mut compares = vec![Compare {
+            key: key.clone(),
+            target: Some(Target::ModRevision(cur.mod_revision)),
+        }];
+        let mut ops = Vec::new();
+        let mut requested = Vec::new();
+        if finishing {
+            ops.push(Op {
                 key: key.clone(),
                 op: Some(OpKind::Delete(true)),
-            }
+            });
+            ops.extend(release_ops(&cur.object));
         } else {
-            put(&key, new.clone())
-        };
-        let r = self
-            .store
-            .txn(Txn {
-                compares: vec![Compare {
-                    key,
-                    target: Some(Target::ModRevision(cur.mod_revision)),
-                }],
-                ops: vec![op],
-            })
-            .await?;
+            let alloc = self.allocate(&mut new, Some(&cur.object))?;
+            compares.extend(alloc.compares);
+            requested = alloc.requested;
+            ops.push(put(&key, new.clone()));
+            ops.extend(alloc.ops);
+        }
+        let r = self.store.txn(Txn { compares, ops }).await?;
         if !r.succeeded {
+            if let Some(m) = requested.get((r.failed_compare as usize).wrapping_sub(1)) {
+                if !m.is_empty() {
+                    return Err(ApiError::Invalid(m.clone()));
+                }
+            }
             return Ok(None);
         }
         if finishing {
@@ -621,15 +680,17 @@ impl Handlers {
                 key: key.clone(),
                 op: Some(OpKind::Delete(true)),
             }];
+            ops.extend(release_ops(&cur.object));
             if kind == Kind::Namespace {
                 // Everything in the namespace goes with it.
                 let st = self.store.state();
                 for k in Kind::ALL.into_iter().filter(|k| k.namespaced()) {
-                    for (key, _) in st.range(&k.key_prefix(Some(name))) {
+                    for (key, stored) in st.range(&k.key_prefix(Some(name))) {
                         ops.push(Op {
                             key: key.clone(),
                             op: Some(OpKind::Delete(true)),
                         });
+                        ops.extend(release_ops(&stored.object));
                     }
                 }
             }
@@ -825,6 +886,17 @@ impl Filter {
         let labels = o.metadata().map(|m| &m.labels).unwrap_or(&empty);
         self.labels.matches(labels) && self.fields.matches(|path| o.field(path))
     }
+}
+
+/// Deletes of the service-address markers an object holds.
+fn release_ops(obj: &Object) -> Vec<Op> {
+    allocator::held_keys(obj)
+        .into_iter()
+        .map(|key| Op {
+            key,
+            op: Some(OpKind::Delete(true)),
+        })
+        .collect()
 }
 
 fn put(key: &str, obj: Object) -> Op {

@@ -5,11 +5,13 @@
 //! - [`raft_node`]: the thread that drives raft-rs.
 //! - [`transport`]: Raft messages between replicas.
 //! - [`store`]: transactions, linearizable reads and notifications for the API.
+//! - [`allocator`]: ClusterIP and NodePort allocation for Services.
 //! - [`handlers`]: the API's verbs, independent of transport.
 //! - [`grpc`]: the gRPC service over the handlers.
 //! - [`leader`]: leader-only work: bootstrap, then [`scheduler`] and [`controllers`].
 //! - [`server`]: wiring it all together from a configuration.
 
+pub mod allocator;
 pub mod controllers;
 pub mod disk;
 pub mod grpc;

@@ -79,6 +79,8 @@ pub struct Options {
     pub snapshot_keep: u64,
     pub history: usize,
     pub tick_ms: u64,
+    /// Extra control-plane flags (controller timings, ...).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             snapshot_keep: 5_000,
             history: 100_000,
             tick_ms: 50,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -159,6 +162,7 @@ impl Cluster {
                 "--history",
                 &self.opts.history.to_string(),
             ])
+            .args(&self.opts.extra_args)
             .env("RUST_LOG", "info,raft=warn")
             .stdout(Stdio::null())
             .stderr(match log {
@@ -340,5 +344,58 @@ impl CmdResult {
             self.stdout
         );
         self.stderr
+    }
+}
+
+/// A `hollow-nodes` process simulating some nodes; killing it is a power
+/// failure of those nodes.
+pub struct HollowNodes {
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl HollowNodes {
+    pub fn start(cluster: &Cluster, names: &[&str], extra: &[&str]) -> HollowNodes {
+        let mut args = vec![
+            "-s".to_string(),
+            cluster.addresses(),
+            "--names".to_string(),
+            names.join(","),
+            "--heartbeat".to_string(),
+            "0.5".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut h = HollowNodes { child: None, args };
+        h.spawn();
+        h
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin("hollow-nodes"))
+            .args(&self.args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning hollow-nodes");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for HollowNodes {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -378,3 +378,100 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
     assert!(e.message().contains("too old"), "{}", e.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_unique_addresses_that_are_released_on_delete() {
+    use rkube_api::proto::{Service, ServicePort, ServiceSpec};
+    let cluster = Cluster::start(Options::default()).await;
+    let client = cluster.client();
+    let svc = |name: &str, ty: &str, ip: &str, node_port: i32| {
+        Object::from_body(Body::Service(Service {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                r#type: ty.into(),
+                cluster_ip: ip.into(),
+                selector: [("app".to_string(), "x".to_string())].into(),
+                ports: vec![ServicePort {
+                    port: 80,
+                    node_port,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    };
+    let spec_of = |o: &Object| match &o.kind {
+        Some(Body::Service(s)) => s.spec.clone().unwrap(),
+        _ => panic!("not a service"),
+    };
+    // Concurrent creates never share an address.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let c = client.clone();
+        let s = svc(&format!("s{i}"), "NodePort", "", 0);
+        tasks.push(tokio::spawn(async move { c.create(s).await.unwrap() }));
+    }
+    let mut ips = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    for t in tasks {
+        let spec = spec_of(&t.await.unwrap());
+        assert!(spec.cluster_ip.starts_with("10."), "{spec:?}");
+        assert_eq!(spec.cluster_ips, vec![spec.cluster_ip.clone()]);
+        assert!(ips.insert(spec.cluster_ip));
+        let np = spec.ports[0].node_port;
+        assert!((30000..=32767).contains(&np));
+        assert!(ports.insert(np));
+    }
+    // A requested address that is taken is refused, naming it.
+    let taken = ips.iter().next().unwrap().clone();
+    let e = client
+        .create(svc("dup", "ClusterIP", &taken, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("already allocated"), "{}", e.message());
+    let e = client
+        .create(svc("out", "ClusterIP", "192.168.0.1", 0))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("not in the valid range"),
+        "{}",
+        e.message()
+    );
+    // An update without the address keeps it; a delete releases it.
+    let s0 = client.get("Service", "default", "s0").await.unwrap();
+    let ip0 = spec_of(&s0).cluster_ip;
+    let mut upd = s0.clone();
+    if let Some(Body::Service(s)) = upd.kind.as_mut() {
+        let spec = s.spec.as_mut().unwrap();
+        spec.cluster_ip.clear();
+        spec.cluster_ips.clear();
+        spec.selector.insert("tier".into(), "web".into());
+    }
+    let after = client.update(upd).await.unwrap();
+    assert_eq!(spec_of(&after).cluster_ip, ip0);
+    client
+        .delete(rkube_api::proto::DeleteRequest {
+            kind: "Service".into(),
+            namespace: "default".into(),
+            name: "s0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let again = client
+        .create(svc("reuse", "ClusterIP", &ip0, 0))
+        .await
+        .unwrap();
+    assert_eq!(spec_of(&again).cluster_ip, ip0);
+    let headless = client
+        .create(svc("hl", "ClusterIP", "None", 0))
+        .await
+        .unwrap();
+    assert_eq!(spec_of(&headless).cluster_ip, "None");
+}
