@@ -226,7 +226,7 @@ async fn run_pods(c: Client, nodes: Arc<HashMap<String, Arc<HollowNode>>>) {
     }
 }
 
-async fn watch_pods(c: &Client, nodes: &HashMap<String, Arc<HollowNode>>) -> Result<()> {
+async fn watch_pods(c: &Client, nodes: &Arc<HashMap<String, Arc<HollowNode>>>) -> Result<()> {
     let list = c
         .list(ListRequest {
             kind: "Pod".into(),
@@ -235,7 +235,7 @@ async fn watch_pods(c: &Client, nodes: &HashMap<String, Arc<HollowNode>>) -> Res
         })
         .await?;
     for p in list.items {
-        start_pod(c, nodes, p).await;
+        tokio::spawn(start_pod(c.clone(), nodes.clone(), p));
     }
     let mut stream = c
         .watch(WatchRequest {
@@ -251,13 +251,13 @@ async fn watch_pods(c: &Client, nodes: &HashMap<String, Arc<HollowNode>>) -> Res
             continue;
         }
         if let Some(p) = ev.object {
-            start_pod(c, nodes, p).await;
+            tokio::spawn(start_pod(c.clone(), nodes.clone(), p));
         }
     }
     Ok(())
 }
 
-async fn start_pod(c: &Client, nodes: &HashMap<String, Arc<HollowNode>>, mut obj: Object) {
+async fn start_pod(c: Client, nodes: Arc<HashMap<String, Arc<HollowNode>>>, mut obj: Object) {
     let Some(Body::Pod(pod)) = obj.kind.as_mut() else {
         return;
     };
@@ -324,9 +324,30 @@ async fn start_pod(c: &Client, nodes: &HashMap<String, Arc<HollowNode>>, mut obj
             })
             .collect();
     }
-    if let Err(e) = c.update_status(obj).await {
-        // A conflict means the pod changed; its next watch event retries.
-        tracing::debug!(error = %e, "pod status update failed");
+    let (ns, name) = (obj.namespace().to_string(), obj.name().to_string());
+    let mut obj = obj;
+    // A write can fail or have an unknown outcome (a leader change); no
+    // further event may come for this pod, so retry until it sticks.
+    for attempt in 0..20 {
+        match c.update_status(obj.clone()).await {
+            Ok(_) => return,
+            Err(e) => tracing::debug!(error = %e, attempt, "pod status update failed; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match c.get("Pod", &ns, &name).await {
+            Ok(cur) => {
+                let running = matches!(&cur.kind, Some(Body::Pod(p))
+                    if p.status.as_ref().is_some_and(|s| s.phase == "Running"));
+                if running {
+                    return;
+                }
+                // Keep our status, on the current version.
+                let mut next = cur;
+                next.take_status_from(&obj);
+                obj = next;
+            }
+            Err(_) => return, // deleted
+        }
     }
 }
 
