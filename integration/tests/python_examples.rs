@@ -65,26 +65,42 @@ async fn python_scripts_drive_the_cluster() {
         "{out}"
     );
 
-    // Watch live: start the watcher, then cause two changes.
-    let watcher = Command::new("python3")
+    // Watch live: start the watcher, wait until its watch is open, then
+    // cause the changes it must print.
+    let mut watcher = Command::new("python3")
         .arg(script("watch_events.py"))
         .args(["Pod", "--count", "2", "--namespace", "default"])
         .env("RKUBE_SERVER", c.addresses())
         .env("RKUBE_PY_GEN", gen.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // The watcher prints "listed" once its watch is open; creating after
-    // a short wait for that line would need a pipe reader: the watch starts
-    // from the list's revision, so changes made right after are seen anyway.
+    let stdout = watcher.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let first = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("the watcher lists within 30 s")
+        .unwrap_or_default();
+    assert!(first.starts_with("listed"), "{first}");
     run(&c, gen.path(), "create_pod.py", &["second-pod"]).ok();
-    let out: CmdResult =
-        tokio::task::spawn_blocking(move || watcher.wait_with_output().unwrap().into())
-            .await
-            .unwrap();
-    let out = out.ok();
-    assert!(out.contains("second-pod"), "{out}");
+    let mut lines = Vec::new();
+    while let Ok(Some(l)) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        lines.push(l);
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let out = lines.join("\n");
+    assert!(out.contains("ADDED Pod default/second-pod"), "{out}");
 
     // Scale a ReplicaSet.
     c.rkubectl(
