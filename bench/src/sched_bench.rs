@@ -45,12 +45,14 @@ fn pct(v: &[f64], p: f64) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let cluster = Cluster::start(Options::default()).await;
         let client = cluster.client();
         let hollow_bin = rkube_integration::bin("hollow-nodes");
-        let mut hollow = Command::new(hollow_bin)
+        let hollow = Command::new(hollow_bin)
             .args([
                 "-s",
                 &cluster.addresses(),
@@ -64,26 +66,43 @@ fn main() -> Result<()> {
                 "--memory",
                 "256Gi",
             ])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::null())
             .spawn()?;
-        let t = Instant::now();
-        wait_for("all hollow nodes registered", Duration::from_secs(600), || {
-            let c = client.clone();
-            let n = args.nodes;
-            async move {
-                let l = c
-                    .list(ListRequest {
-                        kind: "Node".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?;
-                (l.items.len() >= n).then_some(())
+        // Killed however this run ends.
+        struct KillOnDrop(std::process::Child);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
             }
-        })
+        }
+        let hollow = KillOnDrop(hollow);
+        let t = Instant::now();
+        wait_for(
+            "all hollow nodes registered",
+            Duration::from_secs(600),
+            || {
+                let c = client.clone();
+                let n = args.nodes;
+                async move {
+                    let l = c
+                        .list(ListRequest {
+                            kind: "Node".into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .ok()?;
+                    (l.items.len() >= n).then_some(())
+                }
+            },
+        )
         .await;
-        println!("# {} hollow nodes registered in {:.1}s", args.nodes, t.elapsed().as_secs_f64());
+        println!(
+            "# {} hollow nodes registered in {:.1}s",
+            args.nodes,
+            t.elapsed().as_secs_f64()
+        );
 
         let rv = client
             .list(ListRequest {
@@ -111,7 +130,11 @@ fn main() -> Result<()> {
                 let now = Instant::now();
                 let key = format!("{}/{}", o.namespace(), o.name());
                 let node = match &o.kind {
-                    Some(Body::Pod(p)) => p.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default(),
+                    Some(Body::Pod(p)) => p
+                        .spec
+                        .as_ref()
+                        .map(|s| s.node_name.clone())
+                        .unwrap_or_default(),
                     _ => continue,
                 };
                 let t0 = *added.entry(key.clone()).or_insert(now);
@@ -136,16 +159,26 @@ fn main() -> Result<()> {
             let n = sizes[i % sizes.len()].min(total - created);
             let path = dir.path().join(format!("rs{i}.yaml"));
             std::fs::write(&path, rs_manifest(&format!("bench-{i}"), n))?;
-            cluster
-                .rkubectl(None, &["create", "-f", path.to_str().unwrap_or_default()])
-                .ok();
+            // A leader change can leave a create's outcome unknown: retry;
+            // AlreadyExists then means the first attempt landed.
+            for attempt in 0..10 {
+                let r =
+                    cluster.rkubectl(None, &["create", "-f", path.to_str().unwrap_or_default()]);
+                if r.code == 0 || r.stderr.contains("AlreadyExists") {
+                    break;
+                }
+                eprintln!("# create rs{i} attempt {attempt}: {}", r.stderr.trim());
+            }
             created += n;
             i += 1;
         }
         println!("# created {i} ReplicaSets totalling {total} pods");
-        let (first, last, mut lat) = tokio::time::timeout(Duration::from_secs(1800), watcher).await??;
+        let (first, last, mut lat) =
+            tokio::time::timeout(Duration::from_secs(1800), watcher).await??;
         lat.sort_by(|a, b| a.total_cmp(b));
-        let span = first.map(|f| last.duration_since(f).as_secs_f64()).unwrap_or(f64::NAN);
+        let span = first
+            .map(|f| last.duration_since(f).as_secs_f64())
+            .unwrap_or(f64::NAN);
         println!(
             "rkube scheduler+controllers: {} pods on {} hollow nodes: {:.0} pods bound/s \
              (first pod seen to last bound {:.1}s), creation->binding p50={:.0}ms p99={:.0}ms",
@@ -156,8 +189,7 @@ fn main() -> Result<()> {
             pct(&lat, 0.5),
             pct(&lat, 0.99)
         );
-        let _ = hollow.kill();
-        let _ = hollow.wait();
+        drop(hollow);
         Ok(())
     })
 }

@@ -12,6 +12,10 @@
 //!
 //! Pods bound to a node the cache has no Node for yet are counted anyway,
 //! and their usage moves onto the node when it appears.
+//!
+//! Besides each node's usage, an index from controller uid to the nodes
+//! holding its pods lets spreading find a pod's siblings with one lookup per
+//! decision rather than one per node.
 
 use super::filters::ready_status;
 use super::node_info::{NodeInfo, NodeUsage};

@@ -201,8 +201,9 @@ async fn binds_spreads_and_reports() {
     let ev = wait_event(h, "big", "FailedScheduling").await;
     assert_eq!((ev.r#type.as_str(), ev.message.as_str()), ("Warning", msg));
 
-    // Deleting a pod frees its node: the pending pod goes there at once
-    // (long before its back-off would retry it).
+    // Deleting a pod frees its node: the pending pod is retried (at the end
+    // of its first back-off, 1 s) without waiting for the periodic resync
+    // (30 s, longer than `wait_pod` waits), and goes there.
     let freed = node_of(&p0).to_string();
     h.delete("Pod", "default", "rc-0", "", None).await.unwrap();
     let p = wait_pod(h, "big", "a node", |p| !node_of(p).is_empty()).await;
@@ -225,6 +226,29 @@ async fn node_changes_requeue_pending_pods() {
         scheduled_condition(p).is_some_and(|c| c.2 == msg)
     })
     .await;
+
+    // A node that does not help: the pod is retried (after its back-off)
+    // and the condition updated once with the new message; that write does
+    // not trigger another attempt, so nothing more is written.
+    add_node(h, node("c").label("disk", "hdd").build()).await;
+    let msg3 = "0/3 nodes are available: 1 node(s) were unschedulable, \
+                2 node(s) didn't match Pod's node affinity/selector.";
+    let p = wait_pod(h, "picky", "the new message", |p| {
+        scheduled_condition(p).is_some_and(|c| c.2 == msg3)
+    })
+    .await;
+    let rv = p.metadata.unwrap().resource_version;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let p = get_pod(h, "picky").await;
+    assert_eq!(p.metadata.as_ref().unwrap().resource_version, rv);
+    let mut failed: Vec<(String, i32)> = events_of(h, "picky")
+        .await
+        .into_iter()
+        .filter(|e| e.reason == "FailedScheduling")
+        .map(|e| (e.message, e.count))
+        .collect();
+    failed.sort();
+    assert_eq!(failed, [(msg.to_string(), 1), (msg3.to_string(), 1)]);
 
     // A DaemonSet-style pod pinned to the cordoned node, tolerating that.
     let ds = pod("ds-b")

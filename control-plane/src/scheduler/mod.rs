@@ -18,9 +18,16 @@
 //!   the bind is written), so the next pod already sees it; binds then run
 //!   concurrently.
 //! - A pod that fits nowhere: a FailedScheduling event and a PodScheduled
-//!   condition with the [`diagnosis`] ([`condition`]), parked until the
-//!   cluster changes in a way that may help ([`sync`]), and retried with
-//!   back-off meanwhile.
+//!   condition with the [`diagnosis`] ([`condition`]), written only when
+//!   they change; the pod is parked until the cluster changes in a way that
+//!   may help ([`sync`]) and its back-off has passed, or the periodic
+//!   resync.
+//! - Cost per decision is independent of the number of pods: the cache is
+//!   updated pod by pod from informer notices; large clusters are sampled
+//!   ([`algorithm`]); DaemonSet pods pinned by name look at their node only.
+//!
+//! `ControllerConfig::workers` does not apply: there is always one
+//! scheduling worker (plus up to [`binder::MAX_IN_FLIGHT`] binds in flight).
 //!
 //! Filters and scores are pure functions of a pod, a node and the node's
 //! pods (or their [`node_info::NodeUsage`]), tested without a cluster.

@@ -1,8 +1,15 @@
 //! The scheduling loop: one worker takes pending pods off the queue, decides
 //! each against the cache, assumes it on the chosen node and hands the bind
 //! to the binder ([`super::binder`]); a pod that fits nowhere gets a
-//! FailedScheduling event and its PodScheduled condition, is *parked* until
-//! a cluster change may help ([`super::sync`]), and retried with back-off.
+//! FailedScheduling event and its PodScheduled condition, and is *parked*.
+//!
+//! Parked pods are retried, as in Kubernetes, when the cluster changes in a
+//! way that may help ([`super::sync`]) *and* their back-off (1 s doubling
+//! to 10 s per failed attempt) has passed — an earlier change schedules the
+//! retry for the end of the back-off. So a steady stream of changes (pods
+//! coming and going) retries each unschedulable pod at most once per
+//! back-off instead of once per change. Without any change they wait for
+//! the periodic resync (`--resync`), which retries every pending pod.
 //!
 //! Decisions are made one at a time, under the cache's lock, so two pods
 //! can never both take a node's last free resources; only the binds, which
@@ -31,8 +38,8 @@ use tokio::sync::{mpsc, watch};
 pub const COMPONENT: &str = "default-scheduler";
 /// Back-off of an unschedulable pod: this, doubling per failed attempt...
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// ...up to this.
-pub const RETRY_MAX: Duration = Duration::from_secs(30);
+/// ...up to this (Kubernetes' defaults).
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
 /// A FailedScheduling event with an unchanged message is repeated at most
 /// this often per pod.
 pub const EVENT_REPEAT: Duration = Duration::from_secs(60);
@@ -59,6 +66,8 @@ pub enum Job {
 #[derive(Default)]
 pub(crate) struct Failures {
     attempts: u32,
+    /// When the back-off of the last failure ends.
+    retry_at: Option<Instant>,
     last_event: Option<(String, Instant)>,
 }
 
@@ -147,17 +156,37 @@ impl Scheduler {
         let _ = rx.wait_for(|s| *s).await;
     }
 
-    /// Requeues every parked pod: something changed that may let them fit.
+    /// Something changed that may let parked pods fit: requeues each, now
+    /// or when its back-off ends.
     pub(crate) fn wake_parked(&self) {
-        let keys: Vec<String> = self.state.lock().parked.drain().collect();
-        if !keys.is_empty() {
+        let now = Instant::now();
+        let due: Vec<(String, Option<Duration>)> = {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            st.parked
+                .drain()
+                .map(|k| {
+                    let wait = st
+                        .failures
+                        .get(&k)
+                        .and_then(|f| f.retry_at)
+                        .map(|t| t.saturating_duration_since(now))
+                        .filter(|d| !d.is_zero());
+                    (k, wait)
+                })
+                .collect()
+        };
+        if !due.is_empty() {
             tracing::debug!(
-                pods = keys.len(),
+                pods = due.len(),
                 "cluster changed: retrying unschedulable pods"
             );
         }
-        for k in keys {
-            self.queue.add(&k);
+        for (k, wait) in due {
+            match wait {
+                Some(d) => self.queue.add_after(&k, d),
+                None => self.queue.add(&k),
+            }
         }
     }
 }
@@ -200,9 +229,11 @@ impl Reconcile for Scheduler {
                     let message = diagnosis.message();
                     st.parked.insert(key.to_string());
                     let f = st.failures.entry(key.to_string()).or_default();
+                    let now = Instant::now();
                     f.attempts += 1;
+                    f.retry_at = Some(now + retry_backoff(f.attempts));
                     Outcome::Unschedulable {
-                        event: f.event_due(&message, Instant::now()),
+                        event: f.event_due(&message, now),
                         attempts: f.attempts,
                         message,
                     }
@@ -235,7 +266,8 @@ impl Reconcile for Scheduler {
                 if let Some(update) = unschedulable_update(&obj, &message, &now()) {
                     let _ = self.jobs.send(Job::Status(Box::new(update))).await;
                 }
-                Ok(Action::RequeueAfter(retry_backoff(attempts)))
+                // Parked: retried on a cluster change or the next resync.
+                Ok(Action::Done)
             }
         }
     }
@@ -251,7 +283,7 @@ mod tests {
         assert_eq!(retry_backoff(1), Duration::from_secs(1));
         assert_eq!(retry_backoff(2), Duration::from_secs(2));
         assert_eq!(retry_backoff(4), Duration::from_secs(8));
-        assert_eq!(retry_backoff(6), RETRY_MAX);
+        assert_eq!(retry_backoff(5), RETRY_MAX);
         assert_eq!(retry_backoff(u32::MAX), RETRY_MAX);
     }
 
