@@ -27,6 +27,9 @@ fn pod(name: &str) -> Object {
                 image: "busybox".into(),
                 ..Default::default()
             }],
+            // These tests watch the store alone: keep the scheduler (which
+            // would mark the pods Unschedulable) out of them.
+            scheduler_name: "store-test".into(),
             ..Default::default()
         }),
         ..Default::default()
