@@ -20,10 +20,12 @@ fn manifest(name: &str) -> String {
 fn fast_failure_options() -> Options {
     Options {
         extra_args: [
+            // Short, but not so short that a loaded CI machine's scheduling
+            // hiccups look like dead nodes (target: repaired within 10 s).
             "--node-monitor-grace-period",
-            "2",
+            "4",
             "--pod-eviction-timeout",
-            "1",
+            "2",
             "--controller-resync",
             "5",
         ]
@@ -71,7 +73,7 @@ async fn pods(c: &Cluster, selector: &str) -> BTreeMap<String, (String, String)>
 async fn wait_running(c: &Cluster, selector: &str, n: usize) -> BTreeMap<String, (String, String)> {
     wait_for(
         &format!("{n} Running pods with {selector}"),
-        Duration::from_secs(40),
+        Duration::from_secs(60),
         || async {
             let p = pods(c, selector).await;
             (p.len() == n && p.values().all(|(_, ph)| ph == "Running")).then_some(p)
