@@ -14,7 +14,7 @@
 //! splice runs on the raw descriptors inside `try_io`, so an `EAGAIN`
 //! clears the readiness tokio cached. The pipe is always drained before the
 //! next splice, so an `EAGAIN` from the socket side means "no data", never
-//! "pipe full". Pipes come from a per-thread pool.
+//! "pipe full". Pipes and read buffers come from per-thread pools.
 //!
 //! A FIN from one side is passed on as `shutdown(SHUT_WR)` to the other, so
 //! half-closed connections behave; an error on either side ends both.
@@ -54,11 +54,40 @@ mod imp {
     /// The user-space buffer: reads shorter than this are small messages.
     const SMALL: usize = 16 * 1024;
 
-    /// Empty pipes kept per thread for the next connection, at most.
+    /// Empty pipes (and read buffers) kept per thread for the next
+    /// connections, at most.
     const POOL_MAX: usize = 128;
 
     thread_local! {
         static POOL: std::cell::RefCell<Vec<Pipe>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    thread_local! {
+        static BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// A read buffer of `SMALL` capacity from the per-thread pool (reads go
+    /// into spare capacity, so nothing is zeroed), back to the pool on drop.
+    struct PooledBuffer(Vec<u8>);
+
+    impl PooledBuffer {
+        fn take() -> PooledBuffer {
+            let b = BUFFERS.with(|p| p.borrow_mut().pop());
+            PooledBuffer(b.unwrap_or_else(|| Vec::with_capacity(SMALL)))
+        }
+    }
+
+    impl Drop for PooledBuffer {
+        fn drop(&mut self) {
+            let mut b = std::mem::take(&mut self.0);
+            b.clear();
+            BUFFERS.with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < POOL_MAX {
+                    p.push(b);
+                }
+            });
+        }
     }
 
     /// A pipe used as the kernel-side buffer of one direction.
@@ -183,18 +212,20 @@ mod imp {
         mut dst: WriteHalf<'_>,
         counter: &AtomicU64,
     ) -> io::Result<u64> {
-        let mut buf = vec![0u8; SMALL];
+        let mut buf = PooledBuffer::take();
+        let buf = &mut buf.0;
         let mut pipe: Option<PooledPipe> = None;
         let mut total = 0u64;
         loop {
-            let n = src.read(&mut buf).await?;
+            buf.clear();
+            let n = src.read_buf(buf).await?;
             if n == 0 {
                 return finish(&mut dst, total).await;
             }
-            dst.write_all(&buf[..n]).await?;
+            dst.write_all(buf).await?;
             total += n as u64;
             counter.fetch_add(n as u64, Ordering::Relaxed);
-            if n < buf.len() {
+            if n < SMALL {
                 continue;
             }
             // The buffer filled: a bulk transfer. Splice until drained.

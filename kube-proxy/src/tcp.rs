@@ -22,7 +22,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::Instrument;
 
 /// Listen backlog of a service port.
 const BACKLOG: i32 = 4096;
@@ -54,8 +53,7 @@ pub async fn serve(listener: std::net::TcpListener, port: Arc<LivePort>) {
     loop {
         match listener.accept().await {
             Ok((client, peer)) => {
-                let span = tracing::debug_span!("conn", port = %port.key, %peer);
-                tokio::spawn(handle(client, peer, port.clone()).instrument(span));
+                tokio::spawn(handle(client, peer, port.clone()));
             }
             Err(e) => {
                 // Out of descriptors and the like: back off a little
@@ -72,7 +70,7 @@ async fn handle(client: TcpStream, peer: SocketAddr, port: Arc<LivePort>) {
     PortMetrics::add(&m.connections, 1);
     let Some((upstream, conn)) = connect(&port, peer.ip()).await else {
         PortMetrics::add(&m.rejected, 1);
-        tracing::debug!("no endpoint took the connection; resetting it");
+        tracing::debug!(port = %port.key, %peer, "no endpoint took the connection; resetting it");
         let _ = client.set_zero_linger();
         return;
     };
@@ -83,12 +81,14 @@ async fn handle(client: TcpStream, peer: SocketAddr, port: Arc<LivePort>) {
     tokio::select! {
         r = relay(client, upstream, &port) => {
             if let Err(e) = r {
-                tracing::debug!(endpoint = %backend.addr, error = %e, "connection ended with an error");
+                tracing::debug!(port = %port.key, %peer, endpoint = %backend.addr, error = %e,
+                    "connection ended with an error");
             }
         }
         _ = backend.closed().cancelled() => {
             PortMetrics::add(&m.drained, 1);
-            tracing::debug!(endpoint = %backend.addr, "endpoint left the service and its grace ended; closing");
+            tracing::debug!(port = %port.key, %peer, endpoint = %backend.addr,
+                "endpoint left the service and its grace ended; closing");
         }
     }
 }
@@ -102,10 +102,11 @@ async fn connect(port: &LivePort, client: IpAddr) -> Option<(TcpStream, Connecti
         match tokio::time::timeout(port.config.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => return Some((stream, conn)),
             Ok(Err(e)) => {
-                tracing::debug!(endpoint = %addr, error = %e, "endpoint failed; trying the next");
+                tracing::debug!(port = %port.key, endpoint = %addr, error = %e,
+                    "endpoint failed; trying the next");
             }
             Err(_) => {
-                tracing::debug!(endpoint = %addr, timeout = ?port.config.connect_timeout,
+                tracing::debug!(port = %port.key, endpoint = %addr, timeout = ?port.config.connect_timeout,
                     "endpoint did not answer; trying the next");
             }
         }

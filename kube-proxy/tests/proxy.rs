@@ -572,10 +572,10 @@ fn client_ip_affinity_and_least_connections() {
         let http = [("http", "TCP", POD_PORT as i32)];
         let ready = ["10.244.0.31", "10.244.0.32", "10.244.0.33"];
 
-        // ClientIP affinity with a 2 s timeout.
+        // ClientIP affinity with a 3 s timeout.
         let (ip, _) = create_service(
             c,
-            with_affinity(service("sticky", "ClusterIP", &[("http", "TCP", 80)]), 2),
+            with_affinity(service("sticky", "ClusterIP", &[("http", "TCP", 80)]), 3),
         )
         .await;
         put_endpoints(c, endpoints("sticky", &ready, &[], &http)).await;
@@ -594,7 +594,7 @@ fn client_ip_affinity_and_least_connections() {
         // A quiet period longer than the timeout (the stimulus under test)
         // ends the affinity: A is balanced afresh, onto the next pod in
         // turn, and sticks there.
-        tokio::time::sleep(Duration::from_millis(2600)).await;
+        tokio::time::sleep(Duration::from_millis(3600)).await;
         let next = asks(vip, 1, Some(a)).await.remove(0);
         assert_ne!(next, first, "affinity should have expired");
         assert_eq!(asks(vip, 3, Some(a)).await, vec![next.clone(); 3]);
