@@ -1,11 +1,11 @@
 //! The threads that carry traffic: one single-threaded tokio runtime per
 //! CPU, each with its own epoll.
 //!
-//! Every TCP listening address gets one socket per thread (SO_REUSEPORT),
-//! so the kernel spreads new connections over the threads, and a
-//! connection, both of its sockets and its relay stay on the thread that
-//! accepted it: no work stealing, no cross-thread wake-ups, the way HAProxy
-//! and nginx run. Watches, syncs and metrics run on the main runtime; the
+//! Every thread accepts from every TCP listening socket (each through its
+//! own descriptor and epoll), so whichever thread is idle takes the next
+//! connection; the connection, both of its sockets and its relay then stay
+//! on that thread: no work stealing, no cross-thread wake-ups, the way
+//! HAProxy runs. Watches, syncs and metrics run on the main runtime; the
 //! data path shares only the balancer (a short lock per new connection) and
 //! atomics with them.
 

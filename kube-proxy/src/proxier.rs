@@ -5,10 +5,10 @@
 //! Work is per Service: [`Proxier::sync_service`] computes the Service's
 //! ports, diffs them against what is being served and applies only the
 //! difference (listeners that stay keep their sockets; endpoints that stay
-//! keep their connections). TCP listeners use SO_REUSEPORT (one socket per
-//! data-plane thread), so a Service's ClusterIP:port and another's NodePort
-//! on 0.0.0.0 with the same number coexist, each address reaching its own
-//! Service (the kernel prefers the exact address). A listener that cannot
+//! keep their connections). TCP listeners set SO_REUSEPORT, so a Service's
+//! ClusterIP:port and another's NodePort on 0.0.0.0 with the same number
+//! coexist, each address reaching its own Service (the kernel prefers the
+//! exact address). A listener that cannot
 //! bind (a port a process holds, a missing address) is a reported problem
 //! of that Service alone and is retried on every tick, so it comes up when
 //! the conflict goes.
@@ -33,8 +33,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
-/// One listening address of a service port: a socket per data-plane
-/// thread for TCP, one socket for UDP.
+/// One listening address of a service port: for TCP one socket that every
+/// data-plane thread accepts from (each through its own descriptor, so an
+/// idle thread takes the next connection while a busy one works), for UDP
+/// one socket on one thread.
 enum Listener {
     Serving(Vec<JoinHandle<()>>),
     Failed {
@@ -52,10 +54,12 @@ impl Listener {
     ) -> Listener {
         let mut tasks = Vec::new();
         let started = match protocol {
-            Protocol::Tcp => dataplane.handles().iter().try_for_each(|rt| {
-                let l = tcp::listen(addr)?;
-                tasks.push(rt.spawn(tcp::serve(l, live.clone())));
-                Ok(())
+            Protocol::Tcp => tcp::listen(addr).and_then(|l| {
+                dataplane.handles().iter().try_for_each(|rt| {
+                    let dup = l.try_clone()?;
+                    tasks.push(rt.spawn(tcp::serve(dup, live.clone())));
+                    Ok(())
+                })
             }),
             Protocol::Udp => udp::bind(addr).map(|s| {
                 let rt = dataplane.pick(u64::from(addr.port()));

@@ -26,9 +26,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// Listen backlog of a service port.
 const BACKLOG: i32 = 4096;
 
-/// A listening socket on `addr`, one of a SO_REUSEPORT group (one per
-/// data-plane thread); address reuse is on, so a restarted proxy rebinds
-/// at once. Still std's: [`serve`] registers it with the runtime it runs on.
+/// A listening socket on `addr`. Address reuse is on, so a restarted proxy
+/// rebinds at once; port reuse too, so an exact address (a ClusterIP) and a
+/// wildcard NodePort with the same number can both listen. Still std's:
+/// [`serve`] registers it with the runtime it runs on.
 pub fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -41,7 +42,8 @@ pub fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 /// Accepts connections until the task is aborted (the port went away or
 /// moved); connections already accepted live on in their own tasks, on
-/// this thread.
+/// this thread. Every data-plane thread runs one of these on its own
+/// descriptor of the same socket.
 pub async fn serve(listener: std::net::TcpListener, port: Arc<LivePort>) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
