@@ -79,6 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "../proto/rkube/v1/objects.proto",
             "../proto/rkube/v1/api.proto",
             "../proto/rkube/v1/internal.proto",
+            "../proto/rkube/kubelet/v1/kubelet.proto",
         ],
         &["../proto"],
     )?;

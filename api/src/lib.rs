@@ -12,6 +12,7 @@ pub mod client;
 pub mod defaults;
 pub mod kinds;
 pub mod manifest;
+pub mod quantity;
 pub mod selector;
 pub mod serde_support;
 pub mod validation;
@@ -27,8 +28,15 @@ pub mod proto {
         pub mod internal {
             tonic::include_proto!("rkube.internal");
         }
+        /// The kubelet's endpoint (logs and exec for rkubectl).
+        pub mod kubelet {
+            pub mod v1 {
+                tonic::include_proto!("rkube.kubelet.v1");
+            }
+        }
     }
     pub use rkube::internal;
+    pub use rkube::kubelet::v1 as kubelet;
     pub use rkube::v1::*;
 }
 

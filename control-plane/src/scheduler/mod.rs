@@ -44,7 +44,6 @@ pub mod filters;
 pub mod node_info;
 pub mod pod_info;
 pub mod ports;
-pub mod quantity;
 pub mod resources;
 pub mod runner;
 pub mod scoring;

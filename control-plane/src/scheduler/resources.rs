@@ -12,7 +12,7 @@
 //! `pods`. A missing entry means no limit on that resource; an entry that
 //! does not parse counts as zero (nothing fits rather than everything).
 
-use super::quantity::{parse_millis, parse_value};
+use rkube_api::quantity::{parse_millis, parse_value};
 use rkube_api::proto::{Container, Node, PodSpec};
 use std::collections::HashMap;
 
