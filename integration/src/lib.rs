@@ -5,6 +5,8 @@
 //! --workspace --bins` first; the test script does). Every wait is a
 //! condition polled against a deadline, never a fixed sleep.
 
+pub mod nodes;
+
 use rkube_api::client::Client;
 use rkube_api::proto::ClusterStatusResponse;
 use std::net::TcpListener;
@@ -81,6 +83,9 @@ pub struct Options {
     pub tick_ms: u64,
     /// Extra control-plane flags (controller timings, ...).
     pub extra_args: Vec<String>,
+    /// The address replicas listen on (a bridge address when nodes in
+    /// network namespaces must reach them).
+    pub host: String,
 }
 
 impl Default for Options {
@@ -92,6 +97,7 @@ impl Default for Options {
             history: 100_000,
             tick_ms: 50,
             extra_args: Vec::new(),
+            host: "127.0.0.1".into(),
         }
     }
 }
@@ -117,7 +123,7 @@ impl Cluster {
         let replicas: Vec<Replica> = (1..=opts.replicas as u64)
             .map(|id| Replica {
                 id,
-                addr: format!("127.0.0.1:{}", free_port()),
+                addr: format!("{}:{}", opts.host, free_port()),
                 data_dir: dir.path().join(format!("cp{id}")),
                 child: None,
             })

@@ -1,0 +1,416 @@
+//! The node tier: real kubelets and runtime shims on nodes that are network
+//! namespaces of this host (see integration/src/nodes.rs), under a real
+//! 3-replica control plane. Needs root, runc and the CNI plugins; without
+//! them each test prints `RKUBE-SKIP: node: <why>` and returns.
+
+use rkube_api::client::Client;
+use rkube_api::manifest::decode_value;
+use rkube_api::proto::{object::Kind as Body, DeleteRequest, ListRequest, Pod};
+use rkube_integration::nodes::{LocalNode, NodeNet, NodeOptions};
+use rkube_integration::{seed_dir, wait_for, Cluster, Options};
+use serde_json::json;
+use std::time::Duration;
+
+const START: Duration = Duration::from_secs(60);
+
+struct Bench {
+    // Field order is drop order: nodes, then the control plane, then the
+    // bridge.
+    nodes: Vec<LocalNode>,
+    cluster: Cluster,
+    _net: NodeNet,
+}
+
+impl Bench {
+    async fn start(node_names: &[&str]) -> Option<Bench> {
+        let net = NodeNet::create()?;
+        let cluster = Cluster::start(Options {
+            host: net.host_ip(),
+            extra_args: vec![
+                "--node-monitor-grace-period".into(),
+                "6".into(),
+                "--pod-eviction-timeout".into(),
+                "4".into(),
+            ],
+            ..Default::default()
+        })
+        .await;
+        let nodes = node_names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| LocalNode::start(&net, &cluster, n, i as u32 + 1, NodeOptions::default()))
+            .collect();
+        let b = Bench {
+            nodes,
+            cluster,
+            _net: net,
+        };
+        for n in &b.nodes {
+            b.wait_node_ready(&n.name).await;
+        }
+        Some(b)
+    }
+
+    fn client(&self) -> Client {
+        self.cluster.client()
+    }
+
+    async fn wait_node_ready(&self, name: &str) {
+        let c = self.client();
+        wait_for(&format!("node {name} Ready with a pod CIDR"), START, || {
+            let c = c.clone();
+            async move {
+                let o = c.get("Node", "", name).await.ok()?;
+                let Some(Body::Node(n)) = o.kind else {
+                    return None;
+                };
+                let ready = n
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True");
+                let cidr = n
+                    .spec
+                    .as_ref()
+                    .map(|s| s.pod_cidr.clone())
+                    .unwrap_or_default();
+                (ready && !cidr.is_empty()).then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn create(&self, v: serde_json::Value) {
+        let obj = decode_value(v).expect("a valid manifest");
+        self.client().create(obj).await.expect("create");
+    }
+
+    async fn pod(&self, name: &str) -> Option<Pod> {
+        match self.client().get("Pod", "default", name).await.ok()?.kind {
+            Some(Body::Pod(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Waits until `check` holds for the pod; returns it.
+    async fn wait_pod<F>(&self, name: &str, what: &str, timeout: Duration, check: F) -> Pod
+    where
+        F: Fn(&Pod) -> bool,
+    {
+        let check = &check;
+        wait_for(&format!("pod {name}: {what}"), timeout, || async move {
+            let p = self.pod(name).await?;
+            check(&p).then_some(p)
+        })
+        .await
+    }
+
+    async fn wait_running(&self, name: &str) -> Pod {
+        self.wait_pod(name, "Running and Ready", START, |p| {
+            let st = p.status.clone().unwrap_or_default();
+            st.phase == "Running"
+                && !st.pod_ip.is_empty()
+                && st
+                    .conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True")
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &str) {
+        let _ = self
+            .client()
+            .delete(DeleteRequest {
+                kind: "Pod".into(),
+                namespace: "default".into(),
+                name: name.into(),
+                ..Default::default()
+            })
+            .await;
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        let c = self.client();
+        wait_for(&format!("pod {name} gone"), START, || {
+            let c = c.clone();
+            async move { c.get("Pod", "default", name).await.is_err().then_some(()) }
+        })
+        .await;
+    }
+
+    fn node(&self, name: &str) -> &LocalNode {
+        self.nodes.iter().find(|n| n.name == name).expect("node")
+    }
+}
+
+fn ip_of(p: &Pod) -> String {
+    p.status
+        .as_ref()
+        .map(|s| s.pod_ip.clone())
+        .unwrap_or_default()
+}
+
+fn node_of(p: &Pod) -> String {
+    p.spec
+        .as_ref()
+        .map(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+fn container<'a>(p: &'a Pod, name: &str) -> Option<&'a rkube_api::proto::ContainerStatus> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .find(|c| c.name == name)
+}
+
+fn pinned(name: &str, node: &str, containers: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"test": name}},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 2, "containers": containers}
+    })
+}
+
+/// The container log of a pod's container on its node (the kubelet's
+/// /var/log/pods layout).
+fn log_of(node: &LocalNode, pod: &Pod, container: &str) -> String {
+    let m = pod.metadata.clone().unwrap_or_default();
+    let dir = node
+        .dir
+        .path()
+        .join("pods")
+        .join(format!("default_{}_{}", m.name, m.uid))
+        .join(container);
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        let mut files: Vec<_> = rd.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            out.push_str(&std::fs::read_to_string(f).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_on_real_nodes_and_reach_each_other_without_nat() {
+    let Some(b) = Bench::start(&["node-a", "node-b"]).await else {
+        return;
+    };
+    let c = b.client();
+
+    // Distinct pod CIDRs, allocated by the control plane.
+    let cidrs: Vec<String> = c
+        .list(ListRequest {
+            kind: "Node".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|o| match o.kind {
+            Some(Body::Node(n)) => n.spec.map(|s| s.pod_cidr),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cidrs.len(), 2);
+    assert_ne!(cidrs[0], cidrs[1], "{cidrs:?}");
+
+    // The seed's nginx pod, scheduled by the scheduler, serves HTTP on its
+    // pod IP to its own node and to the other node.
+    let manifest = seed_dir().join("manifests/nginx-pod.yml");
+    b.cluster
+        .rkubectl(None, &["create", "-f", manifest.to_str().unwrap()])
+        .ok();
+    let nginx = b.wait_running("nginx-pod").await;
+    let ip = ip_of(&nginx);
+    let home = node_of(&nginx);
+    assert!(!home.is_empty());
+    for n in &b.nodes {
+        let body = wait_for(
+            &format!("nginx answering {} on {ip}", n.name),
+            START,
+            || async { n.http_get(&format!("http://{ip}/")) },
+        )
+        .await;
+        assert!(body.contains("Welcome to nginx"), "{}: {body}", n.name);
+    }
+    let wide = b
+        .cluster
+        .rkubectl(None, &["get", "pod", "nginx-pod", "-o", "wide"])
+        .ok();
+    assert!(wide.contains(&ip) && wide.contains(&home), "{wide}");
+
+    // A pod on node A reaches a pod on node B by IP, and the server sees the
+    // client pod's own address.
+    b.create(pinned(
+        "echo",
+        "node-b",
+        json!([{"name": "echo", "image": "echo", "ports": [{"containerPort": 8080}]}]),
+    ))
+    .await;
+    let echo = b.wait_running("echo").await;
+    let echo_ip = ip_of(&echo);
+    let script =
+        format!("while true; do wget -q -O - http://{echo_ip}:8080/ && echo; sleep 0.5; done");
+    b.create(pinned(
+        "client",
+        "node-a",
+        json!([{"name": "client", "image": "busybox", "command": ["sh", "-c", script]}]),
+    ))
+    .await;
+    let client = b.wait_running("client").await;
+    let client_ip = ip_of(&client);
+    let seen = wait_for(
+        "the echo server's answer in the client's log",
+        START,
+        || async {
+            let log = log_of(b.node("node-a"), &client, "client");
+            log.contains("echo").then_some(log)
+        },
+    )
+    .await;
+    assert!(
+        seen.contains(&client_ip),
+        "the server saw another address than {client_ip}: {seen}"
+    );
+
+    // Two containers of one pod share localhost; a second server on the
+    // same port fails with the reason in its status.
+    b.create(pinned(
+        "pair",
+        "node-a",
+        json!([
+            {"name": "web", "image": "nginx"},
+            {"name": "side", "image": "busybox", "command": ["sh", "-c", "while true; do wget -q -O - http://127.0.0.1:80/ | head -c 200; echo; sleep 1; done"]}
+        ]),
+    ))
+    .await;
+    let pair = b.wait_running("pair").await;
+    wait_for(
+        "the sidecar reaching nginx over localhost",
+        START,
+        || async {
+            log_of(b.node("node-a"), &pair, "side")
+                .contains("nginx")
+                .then_some(())
+        },
+    )
+    .await;
+    b.create(pinned(
+        "clash",
+        "node-b",
+        json!([{"name": "one", "image": "nginx"}, {"name": "two", "image": "nginx"}]),
+    ))
+    .await;
+    let clash = b
+        .wait_pod(
+            "clash",
+            "a container failing on the taken port",
+            START,
+            |p| {
+                p.status.as_ref().is_some_and(|s| {
+                    s.container_statuses.iter().any(|c| {
+                        let t = c
+                            .last_state
+                            .as_ref()
+                            .and_then(|s| s.terminated.clone())
+                            .or_else(|| c.state.as_ref().and_then(|s| s.terminated.clone()));
+                        t.is_some_and(|t| t.message.contains("Address already in use"))
+                    })
+                })
+            },
+        )
+        .await;
+    let statuses = clash.status.unwrap().container_statuses;
+    let failed_on_port = |c: &rkube_api::proto::ContainerStatus| {
+        [c.state.as_ref(), c.last_state.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.terminated.as_ref())
+            .any(|t| t.message.contains("Address already in use"))
+    };
+    let bad: Vec<_> = statuses.iter().filter(|c| failed_on_port(c)).collect();
+    assert_eq!(
+        bad.len(),
+        1,
+        "exactly one nginx fails on the taken port: {statuses:?}"
+    );
+    let good = statuses.iter().find(|c| !failed_on_port(c)).unwrap();
+    assert_eq!(good.restart_count, 0, "{good:?}");
+    assert!(
+        good.state
+            .as_ref()
+            .and_then(|s| s.running.as_ref())
+            .is_some(),
+        "{good:?}"
+    );
+
+    // Restarting the kubelet restarts no container.
+    let mut ids = Vec::new();
+    for n in ["nginx-pod", "echo", "client", "pair"] {
+        let p = b.pod(n).await.unwrap();
+        for cs in &p.status.as_ref().unwrap().container_statuses {
+            ids.push((
+                n.to_string(),
+                cs.name.clone(),
+                cs.container_id.clone(),
+                cs.restart_count,
+            ));
+        }
+    }
+    let mut b = b;
+    for n in b.nodes.iter_mut() {
+        n.restart_kubelet();
+    }
+    // The restarted kubelets post fresh node status; pods stay as they were.
+    for n in ["node-a", "node-b"] {
+        let since = chrono::Utc::now();
+        wait_for(&format!("{n} heartbeating again"), START, || async {
+            let o = b.client().get("Node", "", n).await.ok()?;
+            let Some(Body::Node(node)) = o.kind else {
+                return None;
+            };
+            let hb = node
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.r#type == "Ready" && c.status == "True")?
+                .last_heartbeat_time;
+            let t = chrono::DateTime::parse_from_rfc3339(&hb).ok()?;
+            (t > since + chrono::Duration::seconds(2)).then_some(())
+        })
+        .await;
+    }
+    for (pod, cname, id, restarts) in &ids {
+        let p = b.pod(pod).await.unwrap();
+        let cs = container(&p, cname).unwrap();
+        assert_eq!(
+            &cs.container_id, id,
+            "{pod}/{cname} was replaced after a kubelet restart"
+        );
+        assert_eq!(cs.restart_count, *restarts, "{pod}/{cname} restarted");
+    }
+    assert!(b.node(&home).http_get(&format!("http://{ip}/")).is_some());
+
+    // Deleting everything leaves nothing behind on either node.
+    for n in ["nginx-pod", "echo", "client", "pair", "clash"] {
+        b.delete(n).await;
+    }
+    for n in ["nginx-pod", "echo", "client", "pair", "clash"] {
+        b.wait_gone(n).await;
+    }
+    for n in &b.nodes {
+        let left = wait_for(&format!("{} clean", n.name), START, || async {
+            let l = n.leftovers();
+            l.is_empty().then_some(l)
+        })
+        .await;
+        assert!(left.is_empty());
+    }
+}
