@@ -429,17 +429,26 @@ impl GarbageCollector {
                     "Background"
                 };
                 tracing::info!(key, policy, "deleting dependent: no owner remains");
+                // Guarded by the version the decision was made on: if the
+                // dependent changed since (e.g. an orphaning removed its
+                // references), the delete is refused and the change itself
+                // brings it back here.
                 let pre = Preconditions {
                     uid: meta.uid.clone(),
-                    resource_version: String::new(),
+                    resource_version: meta.resource_version.clone(),
                 };
                 match self
                     .handlers
                     .delete(kind.name(), &meta.namespace, &meta.name, policy, Some(pre))
                     .await
                 {
-                    // Gone already, or replaced by a namesake (uid precondition).
-                    Ok(_) | Err(ApiError::NotFound(_)) | Err(ApiError::Conflict(_)) => {}
+                    // Gone already.
+                    Ok(_) | Err(ApiError::NotFound(_)) => {}
+                    // Changed since the cache showed it, or replaced by a
+                    // namesake: judge again once the cache has caught up.
+                    Err(ApiError::Conflict(_)) => {
+                        return Ok(Action::RequeueAfter(Duration::from_millis(100)))
+                    }
                     Err(e) => return Err(e),
                 }
             }
