@@ -1818,6 +1818,31 @@ fn validate_body_update(old: &Kind, new: &Kind, errs: &mut Vec<FieldError>) {
             let ns = n.spec.as_ref().and_then(|s| s.selector.as_ref());
             push_selector_immutable(os, ns, errs);
         }
+        (Kind::Node(o), Kind::Node(n)) => {
+            // As Kubernetes: once set, the podCIDR(s) never change (the
+            // node's pods and routes are built on it); from "" it may be set.
+            let cidrs = |s: Option<&proto::NodeSpec>| {
+                s.map(|s| {
+                    if s.pod_cidrs.is_empty() && !s.pod_cidr.is_empty() {
+                        vec![s.pod_cidr.clone()]
+                    } else {
+                        s.pod_cidrs.clone()
+                    }
+                })
+                .unwrap_or_default()
+            };
+            let (old_cidrs, new_cidrs) = (cidrs(o.spec.as_ref()), cidrs(n.spec.as_ref()));
+            let old_cidr = o.spec.as_ref().map(|s| s.pod_cidr.as_str()).unwrap_or("");
+            let new_cidr = n.spec.as_ref().map(|s| s.pod_cidr.as_str()).unwrap_or("");
+            if (!old_cidr.is_empty() && old_cidr != new_cidr)
+                || (!old_cidrs.is_empty() && old_cidrs != new_cidrs)
+            {
+                errs.push(FieldError::forbidden(
+                    "spec.podCIDR",
+                    "node updates may not change podCIDR except from \"\" to valid",
+                ));
+            }
+        }
         (Kind::Service(o), Kind::Service(n)) => {
             let old_ip = o.spec.as_ref().map(|s| s.cluster_ip.as_str()).unwrap_or("");
             let new_ip = n.spec.as_ref().map(|s| s.cluster_ip.as_str()).unwrap_or("");
@@ -3836,6 +3861,39 @@ mod tests {
             "kind",
             "Invalid value: \"Service\"",
         );
+    }
+
+    #[test]
+    fn node_pod_cidr_is_immutable_once_set() {
+        let node = |cidr: &str| Object {
+            kind: Some(Kind::Node(Node {
+                metadata: Some(ObjectMeta {
+                    name: "wn1".into(),
+                    ..Default::default()
+                }),
+                spec: Some(proto::NodeSpec {
+                    pod_cidr: cidr.into(),
+                    pod_cidrs: if cidr.is_empty() {
+                        vec![]
+                    } else {
+                        vec![cidr.into()]
+                    },
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+        };
+        // From "" it may be set; unchanged is fine.
+        assert!(validate_update(&node(""), &node("10.244.1.0/24")).is_ok());
+        assert!(validate_update(&node("10.244.1.0/24"), &node("10.244.1.0/24")).is_ok());
+        for new in ["10.244.2.0/24", ""] {
+            assert_update_error(
+                &node("10.244.1.0/24"),
+                &node(new),
+                "spec.podCIDR",
+                "Forbidden: node updates may not change podCIDR",
+            );
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ impl From<ApiError> for Status {
             ApiError::Gone(m) => Status::out_of_range(m),
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::OutcomeUnknown(m) => Status::deadline_exceeded(m),
+            ApiError::Exhausted(m) => Status::resource_exhausted(m),
             ApiError::Internal(m) => Status::internal(m),
         }
     }
@@ -124,12 +125,13 @@ impl Api for GrpcApi {
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
-                .delete(
+                .delete_with_grace(
                     &r.kind,
                     &r.namespace,
                     &r.name,
                     &r.propagation_policy,
                     r.preconditions,
+                    r.grace_period_seconds,
                 )
                 .await?,
         ))

@@ -3,6 +3,7 @@
 //! later REST facade) are thin doors onto these handlers.
 
 use crate::allocator::{self, AllocError, Allocation};
+use crate::node_ipam::{self, CidrConfig};
 use crate::raft_node::StoreError;
 use crate::state_machine::{ChangeType, TooOld};
 use crate::store::Store;
@@ -10,8 +11,8 @@ use prost::Message as _;
 use rkube_api::kinds::{self, Kind};
 use rkube_api::proto::internal::{compare::Target, op::Op as OpKind, Compare, Op, Txn};
 use rkube_api::proto::{
-    object::Kind as Body, ObjectMeta, PodCondition, Preconditions, Scale, ScaleSpec, ScaleStatus,
-    WatchEvent,
+    object::Kind as Body, Node, ObjectMeta, Pod, PodCondition, Preconditions, Scale, ScaleSpec,
+    ScaleStatus, WatchEvent,
 };
 use rkube_api::selector::{FieldSelector, LabelSelector};
 use rkube_api::{defaults, validation, Object};
@@ -50,6 +51,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// A range to allocate from is full (node podCIDRs).
+    #[error("{0}")]
+    Exhausted(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -77,6 +81,8 @@ pub struct Peer {
 pub struct Handlers {
     store: Store,
     peers: Arc<Vec<Peer>>,
+    /// Where node podCIDRs come from.
+    pod_cidrs: Arc<CidrConfig>,
     /// Set when the replica shuts down: open watches end so clients fail
     /// over instead of hanging on a dying server.
     stop: Arc<tokio::sync::watch::Sender<bool>>,
@@ -103,8 +109,21 @@ impl Handlers {
         Handlers {
             store,
             peers: Arc::new(peers),
+            pod_cidrs: Arc::new(CidrConfig::default()),
             stop: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Allocates node podCIDRs from `cfg` (`--cluster-cidr`,
+    /// `--node-cidr-mask-size`) instead of the default 10.244.0.0/16 in /24s.
+    /// Every replica must be given the same.
+    pub fn with_pod_cidrs(mut self, cfg: CidrConfig) -> Handlers {
+        self.pod_cidrs = Arc::new(cfg);
+        self
+    }
+
+    pub fn pod_cidrs(&self) -> &CidrConfig {
+        &self.pod_cidrs
     }
 
     /// Ends every open watch (on shutdown).
@@ -173,10 +192,11 @@ impl Handlers {
                 target: Some(Target::Present(true)),
             });
         }
-        // Retries only when a picked service address collided.
-        for _ in 0..8 {
+        // Retries only when a picked service address or node range collided
+        // with a concurrent create's.
+        for attempt in 0..32 {
             let mut o = obj.clone();
-            let alloc = self.allocate(&mut o, None)?;
+            let alloc = self.allocate(&mut o, None, attempt)?;
             if kind == Kind::Service {
                 // Again, now that addresses are filled in.
                 validation::validate(&o).map_err(|e| ApiError::Invalid(e.to_string()))?;
@@ -205,16 +225,30 @@ impl Handlers {
                 },
             });
         }
-        Err(ApiError::Unavailable(
-            "could not allocate a service address after several tries; retry".into(),
-        ))
+        Err(ApiError::Unavailable(format!(
+            "could not allocate {} after several tries (concurrent creates took the \
+             candidates); retry",
+            if kind == Kind::Node {
+                "a node podCIDR"
+            } else {
+                "a service address"
+            }
+        )))
     }
 
     /// Allocates a Service's ClusterIP and NodePorts (keeping `old`'s on
-    /// update); other kinds need nothing.
-    fn allocate(&self, obj: &mut Object, old: Option<&Object>) -> ApiResult<Allocation> {
-        let Some(Body::Service(svc)) = obj.kind.as_mut() else {
-            return Ok(Allocation::default());
+    /// update) or a Node's podCIDR; other kinds need nothing. `attempt`
+    /// counts retries after collisions.
+    fn allocate(
+        &self,
+        obj: &mut Object,
+        old: Option<&Object>,
+        attempt: u32,
+    ) -> ApiResult<Allocation> {
+        let svc = match obj.kind.as_mut() {
+            Some(Body::Service(svc)) => svc,
+            Some(Body::Node(node)) => return self.allocate_pod_cidr(node, old, attempt),
+            _ => return Ok(Allocation::default()),
         };
         let old = match old.and_then(|o| o.kind.as_ref()) {
             Some(Body::Service(o)) => Some(o),
@@ -232,6 +266,94 @@ impl Handlers {
             AllocError::Invalid(m) => ApiError::Invalid(m),
             AllocError::Exhausted(m) => ApiError::Unavailable(m),
         })
+    }
+
+    /// A Node's podCIDR: a new Node without one gets the lowest free block
+    /// of the cluster CIDR; one that brings its own (or sets it on an
+    /// update, from empty) claims the blocks it overlaps that are free. A
+    /// collision with a concurrent claim fails the transaction's compare:
+    /// retried. Once set, podCIDR never changes (validation).
+    fn allocate_pod_cidr(
+        &self,
+        node: &mut Node,
+        old: Option<&Object>,
+        attempt: u32,
+    ) -> ApiResult<Allocation> {
+        let cfg = &*self.pod_cidrs;
+        let meta = node.metadata.clone().unwrap_or_default();
+        let spec = node.spec.get_or_insert_with(Default::default);
+        node_ipam::normalize(spec);
+        if let Some(Body::Node(o)) = old.and_then(|o| o.kind.as_ref()) {
+            let held = o.spec.as_ref().map(node_ipam::node_cidrs);
+            if held.is_some_and(|h| !h.is_empty()) {
+                // Already claimed when it was set.
+                return Ok(Allocation::default());
+            }
+        }
+        let st = self.store.state();
+        let is_claimed = |k: &str| st.get(k).is_some();
+        if spec.pod_cidr.is_empty() {
+            if old.is_some() {
+                // Only creation allocates.
+                return Ok(Allocation::default());
+            }
+            let block = cfg
+                .pick(is_claimed, attempt, rand::random())
+                .ok_or_else(|| ApiError::Exhausted(node_ipam::exhausted(cfg)))?;
+            spec.pod_cidr = cfg.block_cidr(block);
+            spec.pod_cidrs = vec![spec.pod_cidr.clone()];
+        }
+        let (compares, ops) = node_ipam::claim(cfg, &meta, spec, is_claimed);
+        Ok(Allocation {
+            requested: vec![String::new(); compares.len()],
+            compares,
+            ops,
+        })
+    }
+
+    /// The compares and ops that release what a deleted object held:
+    /// service address markers, and a Node's podCIDR markers (handed to
+    /// another Node that uses the same block, if any).
+    fn release(&self, obj: &Object) -> (Vec<Compare>, Vec<Op>) {
+        let Some(Body::Node(node)) = obj.kind.as_ref() else {
+            return (Vec::new(), release_ops(obj));
+        };
+        let Some(spec) = node.spec.as_ref() else {
+            return (Vec::new(), Vec::new());
+        };
+        let meta = node.metadata.clone().unwrap_or_default();
+        let cfg = &*self.pod_cidrs;
+        let st = self.store.state();
+        let own_key = Kind::Node.key("", &meta.name);
+        node_ipam::release(
+            cfg,
+            &meta,
+            spec,
+            |key| {
+                st.get(key).map(|s| node_ipam::MarkerState {
+                    owner_uid: node_ipam::marker_owner(&s.object).to_string(),
+                    mod_revision: s.mod_revision,
+                })
+            },
+            |key| {
+                st.range(&Kind::Node.key_prefix(None))
+                    .filter(|(k, _)| **k != own_key)
+                    .find_map(|(k, s)| match s.object.kind.as_ref() {
+                        Some(Body::Node(n))
+                            if n.spec
+                                .as_ref()
+                                .is_some_and(|sp| cfg.node_keys(sp).iter().any(|x| x == key)) =>
+                        {
+                            Some(node_ipam::Heir {
+                                key: k.clone(),
+                                meta: n.metadata.clone().unwrap_or_default(),
+                                mod_revision: s.mod_revision,
+                            })
+                        }
+                        _ => None,
+                    })
+            },
+        )
     }
 
     // ------------------------------------------------------------ reads
@@ -480,6 +602,19 @@ impl Handlers {
                 }
             }
         }
+        if let (Some(Body::Node(n)), Some(Body::Node(o))) =
+            (new.kind.as_mut(), cur.object.kind.as_ref())
+        {
+            // Likewise an update that leaves the podCIDR out keeps it.
+            let ns = n.spec.get_or_insert_with(Default::default);
+            if ns.pod_cidr.is_empty() && ns.pod_cidrs.is_empty() {
+                if let Some(os) = o.spec.as_ref() {
+                    ns.pod_cidr = os.pod_cidr.clone();
+                    ns.pod_cidrs = os.pod_cidrs.clone();
+                }
+            }
+            node_ipam::normalize(ns);
+        }
         validation::validate_update(&cur.object, &new)
             .map_err(|e| ApiError::Invalid(e.to_string()))?;
         check_size(&new)?;
@@ -487,10 +622,7 @@ impl Handlers {
             return Ok(Some(new));
         }
         let key = kind.key(cur.object.namespace(), cur.object.name());
-        let finishing = new
-            .metadata()
-            .map(|m| !m.deletion_timestamp.is_empty() && m.finalizers.is_empty())
-            .unwrap_or(false);
+        let finishing = completes_deletion(&cur.object, &new);
         let mut compares = vec![Compare {
             key: key.clone(),
             target: Some(Target::ModRevision(cur.mod_revision)),
@@ -502,9 +634,11 @@ impl Handlers {
                 key: key.clone(),
                 op: Some(OpKind::Delete(true)),
             });
-            ops.extend(release_ops(&cur.object));
+            let (c, o) = self.release(&cur.object);
+            compares.extend(c);
+            ops.extend(o);
         } else {
-            let alloc = self.allocate(&mut new, Some(&cur.object))?;
+            let alloc = self.allocate(&mut new, Some(&cur.object), 0)?;
             compares.extend(alloc.compares);
             requested = alloc.requested;
             ops.push(put(&key, new.clone()));
@@ -585,6 +719,7 @@ impl Handlers {
 
     // ------------------------------------------------------------ delete
 
+    /// Deletes an object, with the pod's own grace period for pods.
     pub async fn delete(
         &self,
         kind: &str,
@@ -592,6 +727,34 @@ impl Handlers {
         name: &str,
         propagation_policy: &str,
         preconditions: Option<Preconditions>,
+    ) -> ApiResult<Object> {
+        self.delete_with_grace(
+            kind,
+            namespace,
+            name,
+            propagation_policy,
+            preconditions,
+            None,
+        )
+        .await
+    }
+
+    /// Deletes an object. A Pod that is bound to a node and not terminated
+    /// is deleted gracefully, as Kubernetes does: with an effective grace
+    /// period above zero (`grace_period_seconds`, else the pod's
+    /// `terminationGracePeriodSeconds`) it only gets `deletionTimestamp`
+    /// (now + grace) and `deletionGracePeriodSeconds`, and the node's agent
+    /// deletes it again with grace 0 once its containers are stopped. A
+    /// later delete may only shorten the grace. Finalizers hold any object
+    /// until they are removed.
+    pub async fn delete_with_grace(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        propagation_policy: &str,
+        preconditions: Option<Preconditions>,
+        grace_period_seconds: Option<i64>,
     ) -> ApiResult<Object> {
         let kind = parse_kind(kind)?;
         match propagation_policy {
@@ -632,43 +795,53 @@ impl Handlers {
                     )));
                 }
             }
+            let mut marked = cur.object.clone();
+            let mut write = false;
+            let mut delete_now = true;
+            if let Some(Body::Pod(pod)) = cur.object.kind.as_ref() {
+                match pod_graceful(pod, grace_period_seconds, chrono::Utc::now()) {
+                    Graceful::Now => {}
+                    Graceful::Pending => delete_now = false,
+                    Graceful::Mark { timestamp, grace } => {
+                        if let Some(m) = marked.metadata_mut() {
+                            if m.deletion_timestamp.is_empty() {
+                                m.generation += 1;
+                            }
+                            m.deletion_timestamp = timestamp;
+                            m.deletion_grace_period_seconds = Some(grace);
+                        }
+                        write = true;
+                        delete_now = grace == 0;
+                    }
+                }
+            }
             let policy_finalizer = match propagation_policy {
                 "Foreground" => Some(FOREGROUND_FINALIZER),
                 "Orphan" => Some(ORPHAN_FINALIZER),
                 _ => None,
             };
-            if let Some(f) = policy_finalizer {
-                // The garbage collector deletes (Foreground) or releases
-                // (Orphan) the dependents, then removes the finalizer, which
-                // completes the deletion.
-                if meta.finalizers.iter().any(|x| x == f) && !meta.deletion_timestamp.is_empty() {
-                    return Ok(cur.object);
-                }
-                let mut marked = cur.object.clone();
-                if let Some(m) = marked.metadata_mut() {
+            if let Some(m) = marked.metadata_mut() {
+                if let Some(f) = policy_finalizer {
+                    // The garbage collector deletes (Foreground) or releases
+                    // (Orphan) the dependents, then removes the finalizer,
+                    // which completes the deletion.
                     if !m.finalizers.iter().any(|x| x == f) {
                         m.finalizers.push(f.to_string());
-                    }
-                    if m.deletion_timestamp.is_empty() {
-                        m.deletion_timestamp = now();
-                        m.deletion_grace_period_seconds = Some(0);
+                        write = true;
                     }
                 }
-                match self.try_write(kind, &cur, marked, false).await? {
-                    Some(o) => return Ok(o),
-                    None => continue,
-                }
-            }
-            if !meta.finalizers.is_empty() {
-                // Finalizers hold the object: mark it; whoever owns each
-                // finalizer removes it, and the last removal deletes.
-                if !meta.deletion_timestamp.is_empty() {
-                    return Ok(cur.object);
-                }
-                let mut marked = cur.object.clone();
-                if let Some(m) = marked.metadata_mut() {
+                if !m.finalizers.is_empty() && m.deletion_timestamp.is_empty() {
+                    // Finalizers hold the object: mark it; whoever owns each
+                    // finalizer removes it, and the last removal deletes.
                     m.deletion_timestamp = now();
                     m.deletion_grace_period_seconds = Some(0);
+                    write = true;
+                }
+            }
+            let held = marked.metadata().is_some_and(|m| !m.finalizers.is_empty());
+            if !delete_now || held {
+                if !write {
+                    return Ok(cur.object);
                 }
                 match self.try_write(kind, &cur, marked, false).await? {
                     Some(o) => return Ok(o),
@@ -676,11 +849,17 @@ impl Handlers {
                 }
             }
             let key = kind.key(&ns, name);
+            let mut compares = vec![Compare {
+                key: key.clone(),
+                target: Some(Target::ModRevision(cur.mod_revision)),
+            }];
             let mut ops = vec![Op {
                 key: key.clone(),
                 op: Some(OpKind::Delete(true)),
             }];
-            ops.extend(release_ops(&cur.object));
+            let (c, o) = self.release(&cur.object);
+            compares.extend(c);
+            ops.extend(o);
             if kind == Kind::Namespace {
                 // Everything in the namespace goes with it.
                 let st = self.store.state();
@@ -694,16 +873,7 @@ impl Handlers {
                     }
                 }
             }
-            let r = self
-                .store
-                .txn(Txn {
-                    compares: vec![Compare {
-                        key,
-                        target: Some(Target::ModRevision(cur.mod_revision)),
-                    }],
-                    ops,
-                })
-                .await?;
+            let r = self.store.txn(Txn { compares, ops }).await?;
             if r.succeeded {
                 let mut gone = cur.object;
                 if let Some(m) = gone.metadata_mut() {
@@ -711,7 +881,7 @@ impl Handlers {
                 }
                 return Ok(gone);
             }
-            if pre_rv.is_some() {
+            if pre_rv.is_some() && r.failed_compare == 0 {
                 return Err(conflict(kind, name));
             }
         }
@@ -886,6 +1056,87 @@ impl Filter {
         let labels = o.metadata().map(|m| &m.labels).unwrap_or(&empty);
         self.labels.matches(labels) && self.fields.matches(|path| o.field(path))
     }
+}
+
+/// The grace period a pod gets when nothing asks for one (Kubernetes'
+/// default `terminationGracePeriodSeconds`).
+pub const DEFAULT_TERMINATION_GRACE_SECONDS: i64 = 30;
+
+/// What a delete does to a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Graceful {
+    /// No grace: delete it now (finalizers permitting).
+    Now,
+    /// Already terminating, and the delete asks for no shorter grace:
+    /// nothing changes.
+    Pending,
+    /// Set (or shorten) deletionTimestamp and deletionGracePeriodSeconds; a
+    /// grace of 0 then deletes unless finalizers hold the pod.
+    Mark { timestamp: String, grace: i64 },
+}
+
+/// Kubernetes' graceful deletion of pods (the pod strategy's
+/// CheckGracefulDelete and the registry's BeforeDelete): a negative grace
+/// counts as 1 s; a pod not yet bound to a node, or Succeeded or Failed, has
+/// no grace; a pod already terminating keeps its deletion unless a shorter
+/// grace is asked, which moves deletionTimestamp to (the first request's
+/// time + the new grace).
+fn pod_graceful(pod: &Pod, requested: Option<i64>, now: chrono::DateTime<chrono::Utc>) -> Graceful {
+    let requested = requested.map(|g| if g < 0 { 1 } else { g });
+    let meta = pod.metadata.clone().unwrap_or_default();
+    if !meta.deletion_timestamp.is_empty() {
+        let current = meta.deletion_grace_period_seconds.unwrap_or(0);
+        if current <= 0 {
+            return Graceful::Now;
+        }
+        let Some(grace) = requested.filter(|g| *g < current) else {
+            return Graceful::Pending;
+        };
+        let requested_at = chrono::DateTime::parse_from_rfc3339(&meta.deletion_timestamp)
+            .map(|t| t.with_timezone(&chrono::Utc) - chrono::Duration::seconds(current))
+            .unwrap_or(now);
+        return Graceful::Mark {
+            timestamp: rfc3339(requested_at + chrono::Duration::seconds(grace)),
+            grace,
+        };
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+    let grace = if spec.node_name.is_empty() || matches!(phase, "Succeeded" | "Failed") {
+        0
+    } else {
+        requested.unwrap_or_else(|| {
+            spec.termination_grace_period_seconds
+                .map(|g| if g < 0 { 1 } else { g })
+                .unwrap_or(DEFAULT_TERMINATION_GRACE_SECONDS)
+        })
+    };
+    if grace == 0 {
+        return Graceful::Now;
+    }
+    Graceful::Mark {
+        timestamp: rfc3339(now + chrono::Duration::seconds(grace)),
+        grace,
+    }
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Whether writing `new` over `cur` completes a deletion: the write removes
+/// the last finalizer of an object marked for deletion with no grace
+/// pending (a pod still in its grace period waits for its node's final
+/// delete instead), as Kubernetes' ShouldDeleteDuringUpdate.
+fn completes_deletion(cur: &Object, new: &Object) -> bool {
+    let (Some(c), Some(n)) = (cur.metadata(), new.metadata()) else {
+        return false;
+    };
+    !n.deletion_timestamp.is_empty()
+        && n.finalizers.is_empty()
+        && !c.finalizers.is_empty()
+        && !c.deletion_timestamp.is_empty()
+        && c.deletion_grace_period_seconds.unwrap_or(0) <= 0
 }
 
 /// Deletes of the service-address markers an object holds.
@@ -1127,5 +1378,546 @@ mod tests {
         let mut t = json!({"a": [1, 2]});
         merge_patch(&mut t, &json!({"a": [3]}));
         assert_eq!(t, json!({"a": [3]}));
+    }
+}
+
+#[cfg(test)]
+mod graceful_tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use rkube_api::proto::{PodSpec, PodStatus};
+
+    fn pod(node: &str, phase: &str, tgps: Option<i64>) -> Pod {
+        Pod {
+            metadata: Some(ObjectMeta {
+                name: "p".into(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                node_name: node.into(),
+                termination_grace_period_seconds: tgps,
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: phase.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn terminating(ts: &str, grace: Option<i64>) -> Pod {
+        let mut p = pod("wn1", "Running", Some(30));
+        let m = p.metadata.as_mut().unwrap();
+        m.deletion_timestamp = ts.into();
+        m.deletion_grace_period_seconds = grace;
+        p
+    }
+
+    fn mark(ts: &str, grace: i64) -> Graceful {
+        Graceful::Mark {
+            timestamp: ts.into(),
+            grace,
+        }
+    }
+
+    #[test]
+    fn grace_follows_kubernetes() {
+        let now = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        // Unbound or terminated: at once, whatever is asked.
+        assert_eq!(
+            pod_graceful(&pod("", "Pending", Some(30)), None, now),
+            Graceful::Now
+        );
+        assert_eq!(
+            pod_graceful(&pod("", "Pending", None), Some(20), now),
+            Graceful::Now
+        );
+        for phase in ["Succeeded", "Failed"] {
+            assert_eq!(
+                pod_graceful(&pod("wn1", phase, Some(30)), None, now),
+                Graceful::Now
+            );
+        }
+        // Bound and not terminated: the pod's own grace, or the request's.
+        let bound = pod("wn1", "Running", Some(30));
+        assert_eq!(
+            pod_graceful(&bound, None, now),
+            mark("2024-01-01T00:00:30Z", 30)
+        );
+        assert_eq!(
+            pod_graceful(&pod("wn1", "Pending", None), None, now),
+            mark("2024-01-01T00:00:30Z", 30)
+        );
+        assert_eq!(
+            pod_graceful(&pod("wn1", "Running", Some(5)), None, now),
+            mark("2024-01-01T00:00:05Z", 5)
+        );
+        assert_eq!(
+            pod_graceful(&bound, Some(10), now),
+            mark("2024-01-01T00:00:10Z", 10)
+        );
+        assert_eq!(pod_graceful(&bound, Some(0), now), Graceful::Now);
+        assert_eq!(
+            pod_graceful(&pod("wn1", "Running", Some(0)), None, now),
+            Graceful::Now
+        );
+        // A negative grace counts as 1 s.
+        assert_eq!(
+            pod_graceful(&bound, Some(-1), now),
+            mark("2024-01-01T00:00:01Z", 1)
+        );
+        // Already terminating (asked at 00:00:00 with 30 s): only shorter
+        // graces count, from the first request's time.
+        let t = terminating("2024-01-01T00:00:30Z", Some(30));
+        let later = now + chrono::Duration::seconds(12);
+        assert_eq!(pod_graceful(&t, None, later), Graceful::Pending);
+        assert_eq!(pod_graceful(&t, Some(30), later), Graceful::Pending);
+        assert_eq!(pod_graceful(&t, Some(60), later), Graceful::Pending);
+        assert_eq!(
+            pod_graceful(&t, Some(10), later),
+            mark("2024-01-01T00:00:10Z", 10)
+        );
+        assert_eq!(
+            pod_graceful(&t, Some(0), later),
+            mark("2024-01-01T00:00:00Z", 0)
+        );
+        // Marked without grace (finalizers): at once.
+        assert_eq!(
+            pod_graceful(&terminating("2024-01-01T00:00:00Z", Some(0)), None, now),
+            Graceful::Now
+        );
+        assert_eq!(
+            pod_graceful(&terminating("2024-01-01T00:00:00Z", None), None, now),
+            Graceful::Now
+        );
+    }
+
+    fn obj(finalizers: &[&str], ts: &str, grace: Option<i64>) -> Object {
+        let mut p = pod("wn1", "Running", Some(30));
+        let m = p.metadata.as_mut().unwrap();
+        m.finalizers = finalizers.iter().map(|s| s.to_string()).collect();
+        m.deletion_timestamp = ts.into();
+        m.deletion_grace_period_seconds = grace;
+        Object::from_body(Body::Pod(p))
+    }
+
+    #[test]
+    fn only_removing_the_last_finalizer_of_a_due_deletion_deletes() {
+        let ts = "2024-01-01T00:00:00Z";
+        assert!(completes_deletion(
+            &obj(&["x"], ts, Some(0)),
+            &obj(&[], ts, Some(0))
+        ));
+        // A pod in its grace period waits for its node's final delete.
+        assert!(!completes_deletion(
+            &obj(&["x"], ts, Some(30)),
+            &obj(&[], ts, Some(30))
+        ));
+        // A status update of a terminating pod without finalizers is a
+        // plain update.
+        assert!(!completes_deletion(
+            &obj(&[], ts, Some(30)),
+            &obj(&[], ts, Some(30))
+        ));
+        assert!(!completes_deletion(
+            &obj(&["x"], ts, Some(0)),
+            &obj(&["x"], ts, Some(0))
+        ));
+        assert!(!completes_deletion(
+            &obj(&["x"], "", None),
+            &obj(&[], "", None)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod end_to_end {
+    use super::*;
+    use crate::controllers::daemonset::testing::start;
+    use rkube_api::proto::{Container, NodeSpec, PodSpec, WatchEvent};
+
+    fn pod_obj(name: &str, node: &str, finalizers: &[&str]) -> Object {
+        Object::from_body(Body::Pod(Pod {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                finalizers: finalizers.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: "busybox".into(),
+                    ..Default::default()
+                }],
+                node_name: node.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    fn node_obj(name: &str, cidr: &str) -> Object {
+        Object::from_body(Body::Node(Node {
+            metadata: Some(ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    fn meta(o: &Object) -> ObjectMeta {
+        o.metadata().cloned().unwrap_or_default()
+    }
+
+    fn cidr_of(o: &Object) -> (String, Vec<String>) {
+        match &o.kind {
+            Some(Body::Node(n)) => {
+                let s = n.spec.clone().unwrap_or_default();
+                (s.pod_cidr, s.pod_cidrs)
+            }
+            _ => panic!("not a node"),
+        }
+    }
+
+    async fn next_event(rx: &mut mpsc::Receiver<ApiResult<WatchEvent>>) -> WatchEvent {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a watch event")
+            .expect("an open watch")
+            .expect("no watch error")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bound_pods_are_deleted_gracefully() {
+        let c = start().await;
+        let h = &c.handlers;
+        let created = h.create(pod_obj("web", "wn1", &[]), false).await.unwrap();
+        let uid = meta(&created).uid;
+        let mut watch = h
+            .watch(WatchSpec {
+                kind: "Pod".into(),
+                namespace: "default".into(),
+                label_selector: String::new(),
+                field_selector: String::new(),
+                resource_version: created.resource_version().into(),
+                allow_bookmarks: false,
+            })
+            .await
+            .unwrap();
+
+        // The first delete only marks it: now + 30 s.
+        let before = chrono::Utc::now();
+        let marked = h.delete("Pod", "default", "web", "", None).await.unwrap();
+        let m = meta(&marked);
+        assert_eq!(m.deletion_grace_period_seconds, Some(30));
+        let deadline = chrono::DateTime::parse_from_rfc3339(&m.deletion_timestamp).unwrap();
+        let secs = (deadline.with_timezone(&chrono::Utc) - before).num_seconds();
+        assert!((29..=30).contains(&secs), "{secs}");
+        assert!(h.get("Pod", "default", "web", "").await.is_ok());
+        let ev = next_event(&mut watch).await;
+        assert_eq!(ev.r#type, "MODIFIED");
+        assert_eq!(
+            meta(ev.object.as_ref().unwrap()).deletion_timestamp,
+            m.deletion_timestamp
+        );
+
+        // Status and spec updates keep the deletion.
+        let mut st = h.get("Pod", "default", "web", "").await.unwrap();
+        if let Some(Body::Pod(p)) = st.kind.as_mut() {
+            p.status.get_or_insert_with(Default::default).phase = "Running".into();
+            p.metadata.as_mut().unwrap().deletion_timestamp.clear();
+        }
+        let after = h.update(st, true, false).await.unwrap();
+        assert_eq!(meta(&after).deletion_timestamp, m.deletion_timestamp);
+        let mut up = after.clone();
+        if let Some(md) = up.metadata_mut() {
+            md.labels.insert("a".into(), "b".into());
+            md.deletion_timestamp.clear();
+            md.deletion_grace_period_seconds = None;
+        }
+        let after = h.update(up, false, false).await.unwrap();
+        assert_eq!(meta(&after).deletion_timestamp, m.deletion_timestamp);
+        assert_eq!(meta(&after).deletion_grace_period_seconds, Some(30));
+        let after = h
+            .patch(
+                "Pod",
+                "default",
+                "web",
+                "merge",
+                r#"{"metadata":{"labels":{"c":"d"}}}"#,
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(meta(&after).deletion_timestamp, m.deletion_timestamp);
+
+        // A longer grace is ignored; a shorter one shortens it.
+        let same = h
+            .delete_with_grace("Pod", "default", "web", "", None, Some(60))
+            .await
+            .unwrap();
+        assert_eq!(meta(&same).deletion_timestamp, m.deletion_timestamp);
+        let shorter = h
+            .delete_with_grace("Pod", "default", "web", "", None, Some(10))
+            .await
+            .unwrap();
+        let sm = meta(&shorter);
+        assert_eq!(sm.deletion_grace_period_seconds, Some(10));
+        let new_deadline = chrono::DateTime::parse_from_rfc3339(&sm.deletion_timestamp).unwrap();
+        assert_eq!((deadline - new_deadline).num_seconds(), 20);
+
+        // The node's final delete: grace 0 with the uid.
+        let wrong = h
+            .delete_with_grace(
+                "Pod",
+                "default",
+                "web",
+                "",
+                Some(Preconditions {
+                    uid: "someone-else".into(),
+                    resource_version: String::new(),
+                }),
+                Some(0),
+            )
+            .await;
+        assert!(matches!(wrong, Err(ApiError::Conflict(_))), "{wrong:?}");
+        h.delete_with_grace(
+            "Pod",
+            "default",
+            "web",
+            "",
+            Some(Preconditions {
+                uid: uid.clone(),
+                resource_version: String::new(),
+            }),
+            Some(0),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            h.get("Pod", "default", "web", "").await,
+            Err(ApiError::NotFound(_))
+        ));
+        let mut types = Vec::new();
+        loop {
+            let ev = next_event(&mut watch).await;
+            types.push(ev.r#type.clone());
+            if ev.r#type == "DELETED" {
+                break;
+            }
+        }
+        assert!(
+            types[..types.len() - 1].iter().all(|t| t == "MODIFIED"),
+            "{types:?}"
+        );
+
+        // Unbound, terminated, or grace 0: at once.
+        h.create(pod_obj("pending", "", &[]), false).await.unwrap();
+        h.delete("Pod", "default", "pending", "", None)
+            .await
+            .unwrap();
+        assert!(h.get("Pod", "default", "pending", "").await.is_err());
+        let done = h.create(pod_obj("done", "wn1", &[]), false).await.unwrap();
+        let mut done = done;
+        if let Some(Body::Pod(p)) = done.kind.as_mut() {
+            p.status.get_or_insert_with(Default::default).phase = "Succeeded".into();
+        }
+        h.update(done, true, false).await.unwrap();
+        h.delete("Pod", "default", "done", "", None).await.unwrap();
+        assert!(h.get("Pod", "default", "done", "").await.is_err());
+        h.create(pod_obj("now", "wn1", &[]), false).await.unwrap();
+        h.delete_with_grace("Pod", "default", "now", "", None, Some(0))
+            .await
+            .unwrap();
+        assert!(h.get("Pod", "default", "now", "").await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finalizers_and_grace_together() {
+        let c = start().await;
+        let h = &c.handlers;
+        h.create(pod_obj("held", "wn1", &["example.com/hold"]), false)
+            .await
+            .unwrap();
+        let marked = h.delete("Pod", "default", "held", "", None).await.unwrap();
+        assert_eq!(meta(&marked).deletion_grace_period_seconds, Some(30));
+        // Removing the finalizer during the grace period does not delete it:
+        // the node's final delete does.
+        let mut up = marked.clone();
+        up.metadata_mut().unwrap().finalizers.clear();
+        h.update(up, false, false).await.unwrap();
+        let still = h.get("Pod", "default", "held", "").await.unwrap();
+        assert!(meta(&still).finalizers.is_empty());
+        h.delete_with_grace("Pod", "default", "held", "", None, Some(0))
+            .await
+            .unwrap();
+        assert!(h.get("Pod", "default", "held", "").await.is_err());
+
+        // The final delete while a finalizer remains: grace 0, held until
+        // the finalizer goes, which then completes the deletion.
+        h.create(pod_obj("held2", "wn1", &["example.com/hold"]), false)
+            .await
+            .unwrap();
+        h.delete("Pod", "default", "held2", "", None).await.unwrap();
+        let zero = h
+            .delete_with_grace("Pod", "default", "held2", "", None, Some(0))
+            .await
+            .unwrap();
+        assert_eq!(meta(&zero).deletion_grace_period_seconds, Some(0));
+        let mut up = zero.clone();
+        up.metadata_mut().unwrap().finalizers.clear();
+        h.update(up, false, false).await.unwrap();
+        assert!(h.get("Pod", "default", "held2", "").await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_get_distinct_pod_cidrs() {
+        let c = start().await;
+        let h = &c.handlers;
+        // Concurrent creates never share a range.
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let h = h.clone();
+                tokio::spawn(async move { h.create(node_obj(&format!("n{i}"), ""), false).await })
+            })
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for t in tasks {
+            let n = t.await.unwrap().unwrap();
+            let (cidr, cidrs) = cidr_of(&n);
+            assert_eq!(cidrs, vec![cidr.clone()]);
+            assert!(seen.insert(cidr));
+        }
+        // (Under contention a retry may take one of the few lowest free
+        // ranges rather than the lowest.)
+        assert!(seen.iter().all(|c| c.starts_with("10.244.")), "{seen:?}");
+        for i in 0..12 {
+            h.delete("Node", "", &format!("n{i}"), "", None)
+                .await
+                .unwrap();
+        }
+        // One at a time: the lowest free range each.
+        for i in 0..12 {
+            let n = h
+                .create(node_obj(&format!("n{i}"), ""), false)
+                .await
+                .unwrap();
+            assert_eq!(cidr_of(&n).0, format!("10.244.{i}.0/24"));
+        }
+
+        // A node with its own range keeps it and claims it; a duplicate is
+        // accepted (never refused); allocation skips claimed ranges.
+        let own = h
+            .create(node_obj("own", "10.244.12.0/24"), false)
+            .await
+            .unwrap();
+        assert_eq!(cidr_of(&own).0, "10.244.12.0/24");
+        assert_eq!(cidr_of(&own).1, vec!["10.244.12.0/24".to_string()]);
+        let dup = h
+            .create(node_obj("dup", "10.244.12.0/24"), false)
+            .await
+            .unwrap();
+        assert_eq!(cidr_of(&dup).0, "10.244.12.0/24");
+        let next = h.create(node_obj("next", ""), false).await.unwrap();
+        assert_eq!(cidr_of(&next).0, "10.244.13.0/24");
+        let outside = h
+            .create(node_obj("outside", "192.168.7.0/24"), false)
+            .await
+            .unwrap();
+        assert_eq!(cidr_of(&outside).0, "192.168.7.0/24");
+
+        // Delete + create reuses the lowest free range.
+        h.delete("Node", "", "n3", "", None).await.unwrap();
+        let again = h.create(node_obj("n3b", ""), false).await.unwrap();
+        assert_eq!(cidr_of(&again).0, "10.244.3.0/24");
+        // The owner of a shared range goes: the duplicate inherits it, so it
+        // is not handed out again.
+        h.delete("Node", "", "own", "", None).await.unwrap();
+        let key = h.pod_cidrs().marker_key(12);
+        let marker = h.store().state().get(&key).map(|s| (*s.object).clone());
+        assert_eq!(
+            marker.as_ref().map(node_ipam::marker_owner),
+            Some(meta(&dup).uid.as_str())
+        );
+        let after = h.create(node_obj("after", ""), false).await.unwrap();
+        assert_eq!(cidr_of(&after).0, "10.244.14.0/24");
+        h.delete("Node", "", "dup", "", None).await.unwrap();
+        assert!(h.store().state().get(&key).is_none(), "released");
+        let reuse = h.create(node_obj("reuse", ""), false).await.unwrap();
+        assert_eq!(cidr_of(&reuse).0, "10.244.12.0/24");
+
+        // Immutable once set: a change is refused naming spec.podCIDR; an
+        // update that leaves it out keeps it.
+        let mut change = reuse.clone();
+        if let Some(Body::Node(n)) = change.kind.as_mut() {
+            let s = n.spec.as_mut().unwrap();
+            s.pod_cidr = "10.244.99.0/24".into();
+            s.pod_cidrs = vec![s.pod_cidr.clone()];
+        }
+        let e = h.update(change, false, false).await.unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Invalid(m) if m.contains("spec.podCIDR")),
+            "{e:?}"
+        );
+        let e = h
+            .patch(
+                "Node",
+                "",
+                "reuse",
+                "merge",
+                r#"{"spec":{"podCIDR":"10.244.98.0/24"}}"#,
+                false,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Invalid(m) if m.contains("spec.podCIDR")),
+            "{e:?}"
+        );
+        let mut omit = reuse.clone();
+        if let Some(Body::Node(n)) = omit.kind.as_mut() {
+            let s = n.spec.as_mut().unwrap();
+            s.pod_cidr.clear();
+            s.pod_cidrs.clear();
+            s.unschedulable = true;
+        }
+        let kept = h.update(omit, false, false).await.unwrap();
+        assert_eq!(cidr_of(&kept).0, "10.244.12.0/24");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exhaustion_names_the_cluster_cidr() {
+        let c = start().await;
+        let h = c
+            .handlers
+            .clone()
+            .with_pod_cidrs(CidrConfig::new("10.9.0.0/24", 26).unwrap());
+        for i in 0..4 {
+            let n = h
+                .create(node_obj(&format!("n{i}"), ""), false)
+                .await
+                .unwrap();
+            assert_eq!(cidr_of(&n).0, format!("10.9.0.{}/26", i * 64));
+        }
+        let e = h.create(node_obj("n4", ""), false).await.unwrap_err();
+        assert!(
+            matches!(&e, ApiError::Exhausted(m) if m.contains("10.9.0.0/24")),
+            "{e:?}"
+        );
+        assert!(h.get("Node", "", "n4", "").await.is_err());
+        // A node that brings its own range is still accepted.
+        h.create(node_obj("n5", "10.9.0.0/26"), false)
+            .await
+            .unwrap();
+        h.delete("Node", "", "n2", "", None).await.unwrap();
+        let n = h.create(node_obj("n6", ""), false).await.unwrap();
+        assert_eq!(cidr_of(&n).0, "10.9.0.128/26");
     }
 }

@@ -6,6 +6,7 @@
 //! - [`transport`]: Raft messages between replicas.
 //! - [`store`]: transactions, linearizable reads and notifications for the API.
 //! - [`allocator`]: ClusterIP and NodePort allocation for Services.
+//! - [`node_ipam`]: podCIDR allocation for Nodes.
 //! - [`handlers`]: the API's verbs, independent of transport.
 //! - [`grpc`]: the gRPC service over the handlers.
 //! - [`leader`]: leader-only work: bootstrap, then [`scheduler`] and [`controllers`].
@@ -18,6 +19,7 @@ pub mod grpc;
 pub mod handlers;
 pub mod leader;
 pub mod logging;
+pub mod node_ipam;
 pub mod raft_node;
 pub mod scheduler;
 pub mod server;

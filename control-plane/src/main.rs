@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use rkube_control_plane::controllers::ControllerConfig;
+use rkube_control_plane::node_ipam::{self, CidrConfig};
 use rkube_control_plane::server::{parse_peers, run, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,12 +55,26 @@ struct Args {
     /// Seconds between full resyncs of every controller.
     #[arg(long, default_value_t = 30.0)]
     controller_resync: f64,
+    /// The pods' address range: each Node created without spec.podCIDR
+    /// gets the lowest free block of it (the same on every replica).
+    #[arg(long, default_value = node_ipam::DEFAULT_CLUSTER_CIDR)]
+    cluster_cidr: String,
+    /// The prefix length of each node's podCIDR block.
+    #[arg(long, default_value_t = node_ipam::DEFAULT_NODE_CIDR_MASK_SIZE)]
+    node_cidr_mask_size: u8,
+    /// Seconds a pod bound to a node that does not exist is left alone
+    /// before the pod garbage collector deletes it (the node may register
+    /// late).
+    #[arg(long, default_value_t = 40.0)]
+    pod_gc_orphan_quarantine: f64,
 }
 
 fn main() -> anyhow::Result<()> {
     rkube_control_plane::logging::init();
     let args = Args::parse();
     let peers = parse_peers(&args.peers)?;
+    let pod_cidrs = CidrConfig::new(&args.cluster_cidr, args.node_cidr_mask_size)
+        .map_err(anyhow::Error::msg)?;
     let listen = match args.listen {
         Some(l) => l,
         None => {
@@ -87,10 +102,12 @@ fn main() -> anyhow::Result<()> {
         snapshot_interval: args.snapshot_interval.max(1),
         snapshot_keep: args.snapshot_keep,
         history_limit: args.history,
+        pod_cidrs,
         controllers: ControllerConfig {
             node_monitor_grace: secs(args.node_monitor_grace_period),
             pod_eviction_timeout: secs(args.pod_eviction_timeout),
             resync: secs(args.controller_resync.max(0.1)),
+            orphan_quarantine: secs(args.pod_gc_orphan_quarantine),
             ..Default::default()
         },
     };

@@ -4,6 +4,7 @@ use crate::controllers::ControllerConfig;
 use crate::grpc::GrpcApi;
 use crate::handlers::{Handlers, Peer};
 use crate::leader;
+use crate::node_ipam::CidrConfig;
 use crate::raft_node::{self, Command, RaftConfig};
 use crate::store::Store;
 use crate::transport::{RaftPeerService, Transport, MAX_MESSAGE_BYTES};
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     pub snapshot_interval: u64,
     pub snapshot_keep: u64,
     pub history_limit: usize,
+    /// Where node podCIDRs are allocated from (the same on every replica).
+    pub pod_cidrs: CidrConfig,
     pub controllers: ControllerConfig,
 }
 
@@ -82,7 +85,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
             address: a.clone(),
         })
         .collect();
-    let handlers = Handlers::new(store, peers);
+    let handlers = Handlers::new(store, peers).with_pod_cidrs(cfg.pod_cidrs.clone());
     tokio::spawn(leader::run(
         handlers.clone(),
         leader::default_tasks(cfg.controllers.clone()),

@@ -3,6 +3,11 @@
 //! without running anything (like Kubernetes' kubemark). For tests and
 //! benchmarks of the scheduler and controllers; it is not a kubelet.
 //!
+//! Like a kubelet, it finishes graceful deletions: a pod bound to one of its
+//! nodes that gets a deletionTimestamp has no containers to stop, so it is
+//! deleted at once with grace 0 and a uid precondition (also with
+//! `--no-pod-status`).
+//!
 //! One process can simulate thousands of nodes. Killing the process (or
 //! SIGSTOP) is a power failure of all its nodes; tests run one process per
 //! node to fail one node at a time. The pod IPs it reports are fictitious
@@ -12,12 +17,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use rkube_api::client::Client;
 use rkube_api::proto::{
-    object::Kind as Body, ContainerState, ContainerStateRunning, ContainerStatus, Lease, LeaseSpec,
-    ListRequest, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
-    ObjectMeta, PodCondition, PodIp, WatchRequest,
+    object::Kind as Body, ContainerState, ContainerStateRunning, ContainerStatus, DeleteRequest,
+    Lease, LeaseSpec, ListRequest, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus,
+    NodeSystemInfo, ObjectMeta, PodCondition, PodIp, Preconditions, WatchRequest,
 };
 use rkube_api::Object;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -53,7 +58,8 @@ struct Args {
     #[arg(long, default_value = "110")]
     pods: String,
     /// Do not report bound pods as Running (scheduler benchmarks measure
-    /// binding only and spare the store the status writes).
+    /// binding only and spare the store the status writes). Graceful
+    /// deletions are still finished.
     #[arg(long)]
     no_pod_status: bool,
 }
@@ -216,17 +222,102 @@ async fn renew(c: &Client, n: &HollowNode) -> Result<()> {
     Ok(())
 }
 
-/// Reports every pod bound to one of our nodes as Running and Ready.
-async fn run_pods(c: Client, nodes: Arc<HashMap<String, Arc<HollowNode>>>) {
+/// What the pod loop does with the pods bound to our nodes.
+#[derive(Clone)]
+struct Pods {
+    nodes: Arc<HashMap<String, Arc<HollowNode>>>,
+    /// Report pods Running and Ready (off with --no-pod-status).
+    report_status: bool,
+    /// Uids whose final delete is under way.
+    finishing: Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
+impl Pods {
+    /// Acts on one pod as seen in a list or watch event.
+    fn handle(&self, c: &Client, p: Object) {
+        let Some(Body::Pod(pod)) = p.kind.as_ref() else {
+            return;
+        };
+        let on_ours = pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| self.nodes.contains_key(&s.node_name));
+        if !on_ours {
+            return;
+        }
+        let meta = pod.metadata.clone().unwrap_or_default();
+        if !meta.deletion_timestamp.is_empty() {
+            if self.finishing.lock().unwrap().insert(meta.uid.clone()) {
+                let (c, finishing) = (c.clone(), self.finishing.clone());
+                tokio::spawn(async move {
+                    finish_pod(&c, &meta).await;
+                    finishing.lock().unwrap().remove(&meta.uid);
+                });
+            }
+            return;
+        }
+        if self.report_status {
+            tokio::spawn(start_pod(c.clone(), self.nodes.clone(), p));
+        }
+    }
+}
+
+/// Completes a graceful deletion, as a kubelet does once the pod's
+/// containers are stopped (a hollow pod has none): delete with grace 0 and
+/// the pod's uid as precondition. Retries transient failures; NotFound (it
+/// is gone) and Aborted (a namesake replaced it) end it.
+async fn finish_pod(c: &Client, meta: &ObjectMeta) {
+    let req = DeleteRequest {
+        kind: "Pod".into(),
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+        propagation_policy: String::new(),
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: String::new(),
+        }),
+        grace_period_seconds: Some(0),
+    };
+    let mut backoff = Duration::from_millis(50);
+    for attempt in 0..60 {
+        match c.delete(req.clone()).await {
+            Ok(_) => return,
+            Err(s) if matches!(s.code(), Code::NotFound | Code::Aborted) => return,
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::Unavailable
+                        | Code::DeadlineExceeded
+                        | Code::Internal
+                        | Code::Unknown
+                        | Code::ResourceExhausted
+                ) =>
+            {
+                tracing::debug!(pod = %meta.name, error = %s, attempt, "final delete failed; retrying");
+            }
+            Err(s) => {
+                tracing::warn!(pod = %meta.name, error = %s, "final delete refused");
+                return;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+    tracing::warn!(pod = %meta.name, "giving up on a final delete");
+}
+
+/// Reports every pod bound to one of our nodes as Running and Ready, and
+/// finishes the deletion of those being deleted.
+async fn run_pods(c: Client, pods: Pods) {
     loop {
-        if let Err(e) = watch_pods(&c, &nodes).await {
+        if let Err(e) = watch_pods(&c, &pods).await {
             tracing::debug!(error = %e, "pod watch ended; relisting");
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn watch_pods(c: &Client, nodes: &Arc<HashMap<String, Arc<HollowNode>>>) -> Result<()> {
+async fn watch_pods(c: &Client, pods: &Pods) -> Result<()> {
     let list = c
         .list(ListRequest {
             kind: "Pod".into(),
@@ -235,7 +326,7 @@ async fn watch_pods(c: &Client, nodes: &Arc<HashMap<String, Arc<HollowNode>>>) -
         })
         .await?;
     for p in list.items {
-        tokio::spawn(start_pod(c.clone(), nodes.clone(), p));
+        pods.handle(c, p);
     }
     let mut stream = c
         .watch(WatchRequest {
@@ -251,7 +342,7 @@ async fn watch_pods(c: &Client, nodes: &Arc<HashMap<String, Arc<HollowNode>>>) -
             continue;
         }
         if let Some(p) = ev.object {
-            tokio::spawn(start_pod(c.clone(), nodes.clone(), p));
+            pods.handle(c, p);
         }
     }
     Ok(())
@@ -406,9 +497,14 @@ fn main() -> Result<()> {
         for n in nodes.values() {
             tokio::spawn(heartbeat(client.clone(), n.clone(), period));
         }
-        if !args.no_pod_status {
-            tokio::spawn(run_pods(client.clone(), nodes.clone()));
-        }
+        tokio::spawn(run_pods(
+            client.clone(),
+            Pods {
+                nodes: nodes.clone(),
+                report_status: !args.no_pod_status,
+                finishing: Default::default(),
+            },
+        ));
         tokio::signal::ctrl_c().await?;
         Ok(())
     })

@@ -93,17 +93,29 @@ impl Bench {
         }
     }
 
-    /// Waits until `check` holds for the pod; returns it.
+    /// Waits until `check` holds for the pod; returns it. On timeout the
+    /// failure shows the pod as last seen.
     async fn wait_pod<F>(&self, name: &str, what: &str, timeout: Duration, check: F) -> Pod
     where
         F: Fn(&Pod) -> bool,
     {
-        let check = &check;
-        wait_for(&format!("pod {name}: {what}"), timeout, || async move {
-            let p = self.pod(name).await?;
-            check(&p).then_some(p)
-        })
-        .await
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(p) = self.pod(name).await {
+                if check(&p) {
+                    return p;
+                }
+                last = Some(p);
+            }
+            if std::time::Instant::now() > deadline {
+                let shown = last
+                    .map(|p| serde_json::to_string_pretty(&p.status).unwrap_or_default())
+                    .unwrap_or_else(|| "(no such pod)".into());
+                panic!("timed out after {timeout:?} waiting for pod {name}: {what}; its status:\n{shown}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn wait_running(&self, name: &str) -> Pod {
@@ -413,4 +425,358 @@ async fn pods_run_on_real_nodes_and_reach_each_other_without_nat() {
         .await;
         assert!(left.is_empty());
     }
+}
+
+fn terminated_reason(c: &rkube_api::proto::ContainerStatus) -> Option<String> {
+    [c.state.as_ref(), c.last_state.as_ref()]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.terminated.as_ref())
+        .map(|t| t.reason.clone())
+        .next()
+}
+
+fn waiting_reason(p: &Pod, container_name: &str) -> String {
+    container(p, container_name)
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref())
+        .map(|w| w.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_containers_get_clear_reasons_and_restarts() {
+    let Some(b) = Bench::start(&["node-f"]).await else {
+        return;
+    };
+    let n = "node-f";
+
+    // A steady pod that must survive everything below.
+    b.create(pinned(
+        "steady",
+        n,
+        json!([{"name": "web", "image": "nginx"}]),
+    ))
+    .await;
+    let steady = b.wait_running("steady").await;
+    let steady_id = container(&steady, "web").unwrap().container_id.clone();
+
+    // Over its memory limit: OOMKilled, then restarted.
+    b.create(pinned(
+        "hog",
+        n,
+        json!([{"name": "hog", "image": "busybox",
+            "command": ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); sleep 3600"],
+            "resources": {"limits": {"memory": "32Mi"}}}]),
+    ))
+    .await;
+    b.wait_pod("hog", "OOMKilled and restarted", START, |p| {
+        container(p, "hog").is_some_and(|c| {
+            c.restart_count >= 1
+                && c.last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.reason == "OOMKilled" && t.exit_code == 137)
+        })
+    })
+    .await;
+
+    // Killing a container's process restarts it and counts the restart.
+    b.create(pinned(
+        "victim",
+        n,
+        json!([{"name": "sleeper", "image": "busybox", "command": ["sleep", "36001"]}]),
+    ))
+    .await;
+    let victim = b.wait_running("victim").await;
+    let first = container(&victim, "sleeper").unwrap().container_id.clone();
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "sleep 36001"])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let again = b
+        .wait_pod(
+            "victim",
+            "restarted after its process was killed",
+            START,
+            |p| {
+                container(p, "sleeper")
+                    .is_some_and(|c| c.restart_count == 1 && c.ready && c.container_id != first)
+            },
+        )
+        .await;
+    let last = container(&again, "sleeper").unwrap();
+    let t = last
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .unwrap();
+    assert_eq!((t.exit_code, t.reason.as_str()), (137, "Error"), "{t:?}");
+
+    // An image that does not exist: ErrImagePull, then ImagePullBackOff.
+    b.create(pinned(
+        "ghost",
+        n,
+        json!([{"name": "ghost", "image": "127.0.0.1:5999/no/such-image:1"}]),
+    ))
+    .await;
+    b.wait_pod("ghost", "ErrImagePull", START, |p| {
+        waiting_reason(p, "ghost") == "ErrImagePull"
+    })
+    .await;
+    b.wait_pod("ghost", "ImagePullBackOff", START, |p| {
+        waiting_reason(p, "ghost") == "ImagePullBackOff"
+    })
+    .await;
+
+    // A command that does not exist: a clear reason, then back-off.
+    b.create(pinned(
+        "badcmd",
+        n,
+        json!([{"name": "bad", "image": "busybox", "command": ["/no/such/binary"]}]),
+    ))
+    .await;
+    let bad = b
+        .wait_pod(
+            "badcmd",
+            "CrashLoopBackOff for a missing binary",
+            START,
+            |p| waiting_reason(p, "bad") == "CrashLoopBackOff",
+        )
+        .await;
+    let c = container(&bad, "bad").unwrap();
+    let t = c
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .unwrap();
+    assert!(t.message.contains("/no/such/binary"), "{t:?}");
+
+    // An impossible limit: the configuration error names the field.
+    b.create(pinned(
+        "tiny",
+        n,
+        json!([{"name": "tiny", "image": "busybox", "command": ["sleep", "3600"],
+            "resources": {"limits": {"memory": "1Ki"}}}]),
+    ))
+    .await;
+    let tiny = b
+        .wait_pod("tiny", "CreateContainerConfigError", START, |p| {
+            waiting_reason(p, "tiny") == "CreateContainerConfigError"
+        })
+        .await;
+    let msg = container(&tiny, "tiny")
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref())
+        .map(|w| w.message.clone())
+        .unwrap();
+    assert!(msg.contains("resources.limits.memory"), "{msg}");
+
+    // A finished pod: Succeeded with reason Completed, not restarted.
+    b.create(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "once"},
+        "spec": {"nodeName": n, "restartPolicy": "Never",
+            "containers": [{"name": "once", "image": "busybox", "command": ["sh", "-c", "echo done"]}]}
+    }))
+    .await;
+    let once = b
+        .wait_pod("once", "Succeeded", START, |p| {
+            p.status.as_ref().is_some_and(|s| s.phase == "Succeeded")
+        })
+        .await;
+    assert_eq!(
+        terminated_reason(container(&once, "once").unwrap()).as_deref(),
+        Some("Completed")
+    );
+
+    // Events name what happened.
+    let events = b.cluster.rkubectl(None, &["describe", "pod", "ghost"]).ok();
+    assert!(
+        events.contains("Failed") && events.contains("no/such-image"),
+        "{events}"
+    );
+
+    // The steady pod was never disturbed.
+    let steady = b.pod("steady").await.unwrap();
+    let c = container(&steady, "web").unwrap();
+    assert_eq!(
+        (c.container_id.as_str(), c.restart_count),
+        (steady_id.as_str(), 0)
+    );
+
+    for p in ["steady", "hog", "victim", "ghost", "badcmd", "tiny", "once"] {
+        b.delete(p).await;
+    }
+    for p in ["steady", "hog", "victim", "ghost", "badcmd", "tiny", "once"] {
+        b.wait_gone(p).await;
+    }
+    let node = b.node(n);
+    wait_for("node clean", START, || async {
+        node.leftovers().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_dns_files_host_network_and_graceful_deletion() {
+    let Some(b) = Bench::start(&["node-p"]).await else {
+        return;
+    };
+    let n = "node-p";
+
+    // Readiness follows an httpGet probe; liveness (exec) failing restarts.
+    b.create(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probed"},
+        "spec": {"nodeName": n, "terminationGracePeriodSeconds": 2,
+            "hostname": "web-0", "subdomain": "websvc",
+            "containers": [{"name": "web", "image": "nginx",
+                "ports": [{"name": "http", "containerPort": 80}],
+                "readinessProbe": {"httpGet": {"path": "/ready.html", "port": "http"}, "periodSeconds": 1},
+                "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 2, "initialDelaySeconds": 30}
+            }]}
+    }))
+    .await;
+    let p = b
+        .wait_pod(
+            "probed",
+            "Running but not Ready (no /ready.html)",
+            START,
+            |p| {
+                p.status.as_ref().is_some_and(|s| {
+                    s.phase == "Running"
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.r#type == "Ready" && c.status == "False")
+                        && !s.pod_ip.is_empty()
+                })
+            },
+        )
+        .await;
+    assert!(!container(&p, "web").unwrap().ready);
+    b.cluster
+        .rkubectl(
+            None,
+            &[
+                "exec",
+                "probed",
+                "--",
+                "sh",
+                "-c",
+                "echo ok > /var/www/html/ready.html",
+            ],
+        )
+        .ok();
+    b.wait_running("probed").await;
+
+    // The pod's resolver and hosts files.
+    let resolv = b
+        .cluster
+        .rkubectl(None, &["exec", "probed", "--", "cat", "/etc/resolv.conf"])
+        .ok();
+    assert!(resolv.contains("nameserver 10.96.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("ndots:5"), "{resolv}");
+    let hosts = b
+        .cluster
+        .rkubectl(None, &["exec", "probed", "--", "cat", "/etc/hosts"])
+        .ok();
+    assert!(
+        hosts.contains("web-0.websvc.default.svc.cluster.local"),
+        "{hosts}"
+    );
+    let hostname = b
+        .cluster
+        .rkubectl(None, &["exec", "probed", "--", "hostname"])
+        .ok();
+    assert_eq!(hostname.trim(), "web-0");
+
+    // dnsPolicy None with dnsConfig.
+    b.create(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "custom-dns"},
+        "spec": {"nodeName": n, "terminationGracePeriodSeconds": 1, "dnsPolicy": "None",
+            "dnsConfig": {"nameservers": ["192.0.2.53"], "searches": ["example.test"], "options": [{"name": "ndots", "value": "2"}]},
+            "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}
+    }))
+    .await;
+    b.wait_running("custom-dns").await;
+    let resolv = b
+        .cluster
+        .rkubectl(
+            None,
+            &["exec", "custom-dns", "--", "cat", "/etc/resolv.conf"],
+        )
+        .ok();
+    assert!(
+        resolv.contains("nameserver 192.0.2.53")
+            && resolv.contains("example.test")
+            && resolv.contains("ndots:2"),
+        "{resolv}"
+    );
+    assert!(!resolv.contains("10.96.0.10"), "{resolv}");
+
+    // A host-network pod has the node's address.
+    b.create(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "hostnet"},
+        "spec": {"nodeName": n, "hostNetwork": true, "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}
+    }))
+    .await;
+    let hn = b.wait_running("hostnet").await;
+    assert_eq!(ip_of(&hn), b.node(n).ip);
+
+    // Liveness: remove the file the probe reads... it never existed, so
+    // after the initial delay the container is restarted.
+    let restarted = b
+        .wait_pod(
+            "probed",
+            "restarted by its liveness probe",
+            Duration::from_secs(90),
+            |p| container(p, "web").is_some_and(|c| c.restart_count >= 1),
+        )
+        .await;
+    assert!(container(&restarted, "web").unwrap().restart_count >= 1);
+    let ev = b
+        .cluster
+        .rkubectl(None, &["describe", "pod", "probed"])
+        .ok();
+    assert!(ev.contains("Liveness probe failed"), "{ev}");
+
+    // Graceful deletion: SIGTERM first; a process that ignores it is
+    // killed when the grace period ends.
+    b.create(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "stubborn"},
+        "spec": {"nodeName": n, "terminationGracePeriodSeconds": 3,
+            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "trap 'echo got TERM' TERM; while true; do sleep 0.2; done"]}]}
+    }))
+    .await;
+    b.wait_running("stubborn").await;
+    let t0 = std::time::Instant::now();
+    b.delete("stubborn").await;
+    b.wait_gone("stubborn").await;
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "deleted after {took:?}, before the grace period"
+    );
+
+    for p in ["probed", "custom-dns", "hostnet"] {
+        b.delete(p).await;
+    }
+    for p in ["probed", "custom-dns", "hostnet"] {
+        b.wait_gone(p).await;
+    }
+    let node = b.node(n);
+    wait_for("node clean", START, || async {
+        node.leftovers().is_empty().then_some(())
+    })
+    .await;
 }

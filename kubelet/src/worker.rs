@@ -468,16 +468,22 @@ impl Worker {
                         {
                             continue;
                         }
-                        // Back-off between restarts.
+                        // Back-off between restarts; a container that ran
+                        // long enough starts afresh.
+                        let ran = if st.started_at > 0 && st.finished_at > st.started_at {
+                            Duration::from_nanos((st.finished_at - st.started_at) as u64)
+                        } else {
+                            Duration::ZERO
+                        };
+                        if ran >= self.ctx.cfg.backoff_max() * 2 {
+                            self.backoff.remove(&c.name);
+                        }
                         if let Some(b) = self.backoff.get(&c.name) {
-                            let ran = Duration::from_nanos(
-                                (st.finished_at - st.started_at).max(0) as u64
-                            );
                             let at = b.last_start + b.delay;
-                            if ran < self.ctx.cfg.backoff_max() * 2 && Instant::now() < at {
+                            if Instant::now() < at {
                                 let msg = format!(
                                     "back-off {}s restarting failed container={} pod={}_{}({})",
-                                    b.delay.as_secs(),
+                                    b.delay.as_secs_f64().ceil() as u64,
                                     c.name,
                                     self.id.name,
                                     self.id.namespace,

@@ -19,7 +19,8 @@
 //! node of that affinity ([`target_node`]).
 //!
 //! **Reconcile** ([`plan`]): create where a node should run a pod and has
-//! none; delete pods on nodes where they may not continue, pods of nodes that
+//! none (not even one still terminating: as in Kubernetes, the new pod waits
+//! for the old one to be gone); delete pods on nodes where they may not continue, pods of nodes that
 //! no longer exist, finished (Succeeded/Failed) pods (their replacement is
 //! backed off per node), and duplicates (keeping a bound, running one, then
 //! the oldest). Orphans matching the selector are adopted, owned pods that
@@ -454,12 +455,18 @@ pub struct Plan {
 
 /// Decides creates and deletes from `nodes` (name and placement, every node
 /// that exists) and the DaemonSet's `pods`. Terminating pods are left alone
-/// and do not count; pods not yet pinned to any node are left for the
+/// and do not count, but, as in Kubernetes, a node whose pod is still
+/// terminating gets its new pod only once the old one is gone (they may
+/// share host ports); pods not yet pinned to any node are left for the
 /// scheduler.
 pub fn plan(nodes: &[(String, Placement)], pods: &[DaemonPod]) -> Plan {
     let mut by_node: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut leaving: HashSet<&str> = HashSet::new();
     for (i, p) in pods.iter().enumerate() {
         if p.terminating {
+            if let Some(n) = p.node.as_deref() {
+                leaving.insert(n);
+            }
             continue;
         }
         if let Some(n) = p.node.as_deref() {
@@ -480,7 +487,7 @@ pub fn plan(nodes: &[(String, Placement)], pods: &[DaemonPod]) -> Plan {
             out.failed_on.push(name.clone());
         }
         if active.is_empty() {
-            if place.should_run {
+            if place.should_run && !leaving.contains(name.as_str()) {
                 out.create_on.push(name.clone());
             }
         } else if active.len() > 1 {
@@ -1636,17 +1643,24 @@ mod tests {
     }
 
     #[test]
-    fn terminating_pods_are_ignored_and_finished_pods_replaced() {
-        let ns = nodes(&[("wn1", RUN), ("wn2", RUN)]);
+    fn terminating_pods_are_waited_for_and_finished_pods_replaced() {
+        let ns = nodes(&[("wn1", RUN), ("wn2", RUN), ("wn3", RUN)]);
         let mut leaving = dpod("leaving", Some("wn1"), "2024-01-01T00:00:00Z");
         leaving.terminating = true;
         let mut failed = dpod("failed", Some("wn2"), "2024-01-01T00:00:00Z");
         failed.finished = true;
-        let pods = vec![leaving, failed];
+        let mut leaving3 = dpod("leaving3", Some("wn3"), "2024-01-01T00:00:00Z");
+        leaving3.terminating = true;
+        let staying3 = dpod("staying3", Some("wn3"), "2024-01-01T00:00:00Z");
+        let pods = vec![leaving, failed, leaving3, staying3];
         let p = plan(&ns, &pods);
-        assert_eq!(p.create_on, vec!["wn1".to_string(), "wn2".to_string()]);
+        // wn1 waits until its terminating pod is gone (as Kubernetes).
+        assert_eq!(p.create_on, vec!["wn2".to_string()]);
         assert_eq!(p.delete, vec![1]);
         assert_eq!(p.failed_on, vec!["wn2".to_string()]);
+        // Once it is gone, a new one is created.
+        let p = plan(&ns[..1], &[]);
+        assert_eq!(p.create_on, vec!["wn1".to_string()]);
         // A terminating pod on a gone node is not deleted again.
         let mut t = dpod("t", Some("gone"), "2024-01-01T00:00:00Z");
         t.terminating = true;
@@ -2250,7 +2264,21 @@ mod end_to_end {
             )
             .await
             .unwrap();
-        wait_nodes(&c, &uid, &[]).await;
+        // The stray is bound, so its deletion is graceful: Terminating
+        // until its node's agent (none here) finishes it.
+        eventually("the stray terminating", || async {
+            let pods = ds_pods(&c, &uid).await;
+            (pods.len() == 1
+                && !pods[0]
+                    .1
+                    .metadata
+                    .as_ref()
+                    .unwrap()
+                    .deletion_timestamp
+                    .is_empty())
+            .then_some(())
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

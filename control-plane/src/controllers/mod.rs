@@ -12,6 +12,7 @@ pub mod events;
 pub mod gc;
 pub mod informer;
 pub mod node_lifecycle;
+pub mod podgc;
 pub mod replication;
 pub mod workqueue;
 
@@ -137,6 +138,9 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// Workers per controller.
     pub workers: usize,
+    /// How long a pod bound to a node that does not exist is left alone
+    /// before the pod garbage collector deletes it (Kubernetes: 40 s).
+    pub orphan_quarantine: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -146,6 +150,7 @@ impl Default for ControllerConfig {
             pod_eviction_timeout: Duration::from_secs(300),
             resync: Duration::from_secs(30),
             workers: 4,
+            orphan_quarantine: Duration::from_secs(40),
         }
     }
 }
@@ -160,6 +165,7 @@ pub async fn run_all(handlers: Handlers, cfg: ControllerConfig) {
     node_lifecycle::start(&informers, &cfg);
     endpoints::start(&informers, &cfg);
     gc::start(&informers, &cfg);
+    podgc::start(&informers, &cfg);
     tracing::info!("scheduler and controllers started");
     informers.run_forever().await
 }

@@ -27,12 +27,17 @@
 //! taint's `timeAdded`). Kubernetes' admission gives pods a 300 s toleration
 //! for `unreachable` and `not-ready`; we emulate it: a pod with no toleration
 //! for one of those two taints tolerates it for `--pod-eviction-timeout`.
-//! DaemonSet pods tolerate both forever and are never evicted.
+//! DaemonSet pods tolerate both forever and are never evicted. Eviction is
+//! a graceful deletion (the pod's own grace period): the pod only gets a
+//! deletionTimestamp, and its node's agent finishes it, or, when the node is
+//! dead, the pod garbage collector (`podgc.rs`) force-deletes it once the
+//! grace period has passed.
 //!
-//! **Deleted nodes.** When a Node is deleted, the pods bound to it and its
-//! Lease are deleted. Pods bound to a node this controller never saw are
-//! cleaned up only after that node has stayed absent for the grace period
-//! and a quorum read confirms it (a kubelet may register late).
+//! **Deleted nodes.** When a Node is deleted, the pods bound to it are
+//! force-deleted (grace 0: no agent will confirm them) and its Lease is
+//! deleted. Pods bound to a node this controller never saw are cleaned up
+//! only after that node has stayed absent for the grace period and a quorum
+//! read confirms it (a kubelet may register late).
 //!
 //! The decisions are pure functions ([`last_heartbeat`], [`HealthTracker`],
 //! [`mark_unknown`], [`desired_taints`], [`eviction_time`], [`tolerates`]);
@@ -627,12 +632,14 @@ impl NodeLifecycle {
         }
         let mut first_err = None;
         for pod_obj in self.pods.list() {
-            if bound_node(&pod_obj) != Some(name) || is_terminating(&pod_obj) {
+            // Terminating ones too: with the node gone, nobody else will
+            // finish their deletion.
+            if bound_node(&pod_obj) != Some(name) {
                 continue;
             }
             let r = self
                 .handlers
-                .delete(
+                .delete_with_grace(
                     "Pod",
                     pod_obj.namespace(),
                     pod_obj.name(),
@@ -641,6 +648,7 @@ impl NodeLifecycle {
                         uid: uid_of(&pod_obj),
                         resource_version: String::new(),
                     }),
+                    Some(0),
                 )
                 .await;
             match gone_ok(r) {
@@ -1315,6 +1323,7 @@ mod end_to_end {
             pod_eviction_timeout: Duration::from_millis(2500),
             resync: Duration::from_secs(1),
             workers: 2,
+            ..Default::default()
         };
         let started = Instant::now();
         super::start(&c.informers, &cfg);
@@ -1394,19 +1403,23 @@ mod end_to_end {
             (taint_keys(&node(&c, "wn1").await) == unreachable()).then_some(())
         })
         .await;
-        eventually("impatient pod evicted", || async {
-            c.get(Kind::Pod, "default", "impatient")
-                .await
-                .is_none()
-                .then_some(())
-        })
-        .await;
-        eventually("plain pod evicted after the default timeout", || async {
-            c.get(Kind::Pod, "default", "plain")
-                .await
-                .is_none()
-                .then_some(())
-        })
+        // Eviction is a graceful deletion: the pods are marked Terminating
+        // (the pod GC, not running here, finishes them on a dead node).
+        let evicted = |name: &'static str| {
+            let c = &c;
+            move || async move {
+                c.get(Kind::Pod, "default", name)
+                    .await
+                    .and_then(|o| o.metadata().map(|m| m.deletion_timestamp.clone()))
+                    .filter(|ts| !ts.is_empty())
+                    .map(|_| ())
+            }
+        };
+        eventually("impatient pod evicted", evicted("impatient")).await;
+        eventually(
+            "plain pod evicted after the default timeout",
+            evicted("plain"),
+        )
         .await;
         // Not before the taint's timeAdded + pod_eviction_timeout.
         let gone_at = Utc::now();

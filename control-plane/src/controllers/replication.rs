@@ -2026,5 +2026,28 @@ mod tests {
             now.len() == 2 && now.iter().all(|p| p.name() != pods[0].name())
         })
         .await;
+        // A bound pod is deleted gracefully: while it is still Terminating
+        // (no node agent here), its replacement is already made.
+        let now = owned_by(&h, &uid).await;
+        let victim = now[0].clone();
+        let uid_v = victim.metadata().unwrap().uid.clone();
+        h.bind("default", victim.name(), "wn1", &uid_v)
+            .await
+            .unwrap();
+        let marked = h
+            .delete("Pod", "default", victim.name(), "", None)
+            .await
+            .unwrap();
+        assert!(!marked.metadata().unwrap().deletion_timestamp.is_empty());
+        testing::eventually("replaced while terminating", 10, || async {
+            let now = owned_by(&h, &uid).await;
+            let active = now
+                .iter()
+                .filter(|p| pod_of(p).is_some_and(pod_is_active))
+                .count();
+            let leaving = now.iter().any(|p| p.name() == victim.name());
+            active == 2 && leaving
+        })
+        .await;
     }
 }
