@@ -168,17 +168,24 @@ pub struct DeleteArgs {
     )]
     pub cascade: Option<String>,
 
-    /// Seconds the object has to terminate gracefully.
+    /// Seconds the object has to terminate gracefully (-1: the object's
+    /// own; 0 only with --force, else it means 1).
     #[arg(
         long = "grace-period",
         value_name = "SECONDS",
+        default_value_t = -1,
         allow_negative_numbers = true
     )]
-    pub grace_period: Option<i64>,
+    pub grace_period: i64,
 
     /// Delete at once: a grace period of 1 second, as kubectl's --now.
     #[arg(long = "now")]
     pub now: bool,
+
+    /// Remove the objects from the API at once, without waiting for their
+    /// node to confirm that they stopped (grace period 0).
+    #[arg(long = "force")]
+    pub force: bool,
 
     /// Treat "not found" as success.
     #[arg(long = "ignore-not-found")]
@@ -196,8 +203,9 @@ pub struct DeleteArgs {
     )]
     pub wait: bool,
 
-    /// How long to wait (e.g. 30s, 2m).
-    #[arg(long = "timeout", value_name = "DURATION", default_value = "60s")]
+    /// How long to wait before giving up (e.g. 30s, 2m); 0 waits as long
+    /// as kubectl does (a week).
+    #[arg(long = "timeout", value_name = "DURATION", default_value = "0s")]
     pub timeout: String,
 }
 

@@ -1,6 +1,8 @@
 //! `delete`: by name, by `-l`, `--all`, or the objects named in `-f` files;
-//! `--cascade` picks the propagation policy; by default waits until the
-//! objects are gone (`--wait=false` does not).
+//! `--cascade` picks the propagation policy; `--grace-period`, `--now` and
+//! `--force` the grace period, as kubectl; by default waits until the
+//! objects are gone (`--wait=false` does not; `--timeout` 0 waits a week,
+//! as kubectl).
 
 use super::{kind_of, label_selector, load_or_report};
 use crate::args::DeleteArgs;
@@ -24,6 +26,38 @@ pub fn propagation_policy(cascade: Option<&str>) -> Result<&'static str> {
             "invalid cascade value ({other}). Must be \"background\", \"foreground\", or \"orphan\""
         ),
     }
+}
+
+/// kubectl's warning for `--force --grace-period=0`.
+pub const FORCE_WARNING: &str = "Warning: Immediate deletion does not wait for confirmation that \
+the running resource has been terminated. The resource may continue to run on the cluster \
+indefinitely.";
+
+/// How long `--timeout 0` waits, as kubectl: a week.
+pub const FOREVER: Duration = Duration::from_secs(168 * 3600);
+
+/// The grace period to send (None: the object's own), as kubectl works it
+/// out from `--grace-period` (-1 by default), `--now` and `--force`.
+pub fn effective_grace(grace_period: i64, now: bool, force: bool) -> Result<Option<i64>> {
+    let mut grace = grace_period;
+    if now {
+        if grace != -1 {
+            bail!("--now and --grace-period cannot be specified together");
+        }
+        grace = 1;
+    }
+    if grace == 0 && !force {
+        // As kubectl: --grace-period=0 alone means 1, so that data is not
+        // lost by accident; --force bypasses this.
+        grace = 1;
+    }
+    if force && grace < 0 {
+        grace = 0;
+    }
+    if force && grace > 0 {
+        bail!("--force and --grace-period greater than 0 cannot be specified together");
+    }
+    Ok((grace >= 0).then_some(grace))
 }
 
 /// Parses `30s`, `2m`, `1h`, `500ms` or plain seconds.
@@ -152,11 +186,18 @@ async fn wait_gone(ctx: &Ctx, pending: Vec<Pending>, timeout: Duration, outcome:
 
 pub async fn run(ctx: &Ctx, a: &DeleteArgs) -> Result<()> {
     let policy = propagation_policy(a.cascade.as_deref())?;
-    let timeout = parse_timeout(&a.timeout)?;
-    let grace = if a.now {
-        Some(1)
+    let timeout = match parse_timeout(&a.timeout)? {
+        Duration::ZERO => FOREVER,
+        t => t,
+    };
+    let grace = effective_grace(a.grace_period, a.now, a.force)?;
+    if grace == Some(0) {
+        eprint_line(FORCE_WARNING);
+    }
+    let operation = if grace == Some(0) {
+        "force deleted"
     } else {
-        a.grace_period.filter(|g| *g >= 0)
+        "deleted"
     };
     let mut outcome = Outcome::new();
     let victims = victims(ctx, a, &mut outcome).await?;
@@ -172,7 +213,7 @@ pub async fn run(ctx: &Ctx, a: &DeleteArgs) -> Result<()> {
         };
         match ctx.client.delete(req).await {
             Ok(gone) => {
-                print_line(&format!("{} deleted", quoted_ref(v.kind, &v.name)));
+                print_line(&format!("{} {operation}", quoted_ref(v.kind, &v.name)));
                 let meta = gone.metadata().cloned().unwrap_or_default();
                 if !meta.deletion_timestamp.is_empty() {
                     pending.push(Pending {
@@ -210,6 +251,51 @@ mod tests {
         assert_eq!(propagation_policy(Some("orphan")).unwrap(), "Orphan");
         assert_eq!(propagation_policy(Some("false")).unwrap(), "Orphan");
         assert!(propagation_policy(Some("sideways")).is_err());
+    }
+
+    #[test]
+    fn grace_periods_as_kubectl() {
+        assert_eq!(effective_grace(-1, false, false).unwrap(), None);
+        assert_eq!(effective_grace(10, false, false).unwrap(), Some(10));
+        // 0 without --force means 1.
+        assert_eq!(effective_grace(0, false, false).unwrap(), Some(1));
+        assert_eq!(effective_grace(0, false, true).unwrap(), Some(0));
+        assert_eq!(effective_grace(-1, false, true).unwrap(), Some(0));
+        assert_eq!(effective_grace(-1, true, false).unwrap(), Some(1));
+        assert!(effective_grace(5, true, false).is_err());
+        assert!(effective_grace(5, false, true)
+            .unwrap_err()
+            .to_string()
+            .contains("--force and --grace-period greater than 0"));
+    }
+
+    #[test]
+    fn delete_flags_parse() {
+        use crate::args::{Cli, Command};
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            let c = Cli::try_parse_from(std::iter::once("rkubectl").chain(args.iter().copied()))
+                .unwrap();
+            match c.command {
+                Command::Delete(d) => d,
+                _ => panic!("not delete"),
+            }
+        };
+        let d = parse(&["delete", "pod", "x"]);
+        assert_eq!((d.grace_period, d.force, d.wait), (-1, false, true));
+        assert_eq!(parse_timeout(&d.timeout).unwrap(), Duration::ZERO);
+        let d = parse(&["delete", "pod", "x", "--grace-period=0", "--force"]);
+        assert_eq!((d.grace_period, d.force), (0, true));
+        let d = parse(&[
+            "delete",
+            "pod",
+            "x",
+            "--grace-period",
+            "-1",
+            "--timeout=30s",
+        ]);
+        assert_eq!(d.grace_period, -1);
+        assert_eq!(parse_timeout(&d.timeout).unwrap(), Duration::from_secs(30));
     }
 
     #[test]
