@@ -6,8 +6,9 @@
 
 use rkube_api::kinds::Kind;
 use rkube_api::proto::ListRequest;
-use rkube_integration::{seed_dir, Cluster, Options};
+use rkube_integration::{seed_dir, wait_for, Cluster, Options};
 use std::path::PathBuf;
+use std::time::Duration;
 
 fn manifest(name: &str) -> String {
     seed_dir()
@@ -281,6 +282,20 @@ async fn seed_walkthrough_against_every_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_manifests_are_refused_and_store_nothing() {
     let c = Cluster::start(Options::default()).await;
+    // The leader creates its bootstrap namespaces one by one: count once
+    // they all exist, so none lands between the two counts.
+    wait_for(
+        "the bootstrap namespaces",
+        Duration::from_secs(20),
+        || async {
+            let client = c.client();
+            for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                client.get("Namespace", "", ns).await.ok()?;
+            }
+            Some(())
+        },
+    )
+    .await;
     let before = census(&c).await;
     let cases = [
         ("nginx-ds-apps-vi.yml", vec!["apps/vi", "DaemonSet"]),
