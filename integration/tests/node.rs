@@ -780,3 +780,58 @@ async fn probes_dns_files_host_network_and_graceful_deletion() {
     })
     .await;
 }
+
+/// 200 pod create/delete cycles (in waves of 20) leave no netns, veth,
+/// cgroup, mount, IP allocation, runc container or process behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_pod_cycles_leave_nothing_behind() {
+    let Some(b) = Bench::start(&["node-c"]).await else {
+        return;
+    };
+    let n = "node-c";
+    let waves = 10;
+    let per_wave = 20;
+    for w in 0..waves {
+        let names: Vec<String> = (0..per_wave).map(|i| format!("churn-{w}-{i}")).collect();
+        for name in &names {
+            b.create(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {"nodeName": n, "terminationGracePeriodSeconds": 1,
+                    "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}
+            }))
+            .await;
+        }
+        for name in &names {
+            b.wait_running(name).await;
+        }
+        for name in &names {
+            b.delete(name).await;
+        }
+        for name in &names {
+            b.wait_gone(name).await;
+        }
+        let node = b.node(n);
+        let left = wait_for(&format!("node clean after wave {w}"), START, || async {
+            let l = node.leftovers();
+            l.is_empty().then_some(l)
+        })
+        .await;
+        assert!(left.is_empty());
+    }
+    // The kubelet's own pod directories are gone too.
+    let kubelet_pods = b.node(n).dir.path().join("kubelet/pods");
+    let remaining = std::fs::read_dir(&kubelet_pods)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        remaining,
+        0,
+        "pod directories left in {}",
+        kubelet_pods.display()
+    );
+    let log_dirs = std::fs::read_dir(b.node(n).dir.path().join("pods"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(log_dirs, 0, "pod log directories left");
+}
