@@ -50,6 +50,10 @@ pub enum Command {
     Scale(ScaleArgs),
     /// Add, change or remove labels of objects.
     Label(LabelArgs),
+    /// Print the logs of a container in a pod.
+    Logs(LogsArgs),
+    /// Run a command in a container.
+    Exec(ExecArgs),
     /// Show the control-plane replicas and their state.
     ClusterInfo,
     /// Show the client version.
@@ -255,6 +259,73 @@ pub struct LabelArgs {
     /// Label every object of the type in the namespace.
     #[arg(long = "all")]
     pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// POD (or pod/POD), optionally followed by the container name.
+    #[arg(value_name = "POD", required = true, num_args = 1..=2)]
+    pub args: Vec<String>,
+
+    /// The container (required when the pod has several).
+    #[arg(short = 'c', long = "container", value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// Keep streaming new lines until the container exits.
+    #[arg(short = 'f', long = "follow")]
+    pub follow: bool,
+
+    /// Only the last N lines (-1: all).
+    #[arg(
+        long = "tail",
+        value_name = "N",
+        default_value_t = -1,
+        allow_negative_numbers = true
+    )]
+    pub tail: i64,
+
+    /// The previous terminated instance of the container.
+    #[arg(short = 'p', long = "previous")]
+    pub previous: bool,
+
+    /// Only lines at or after this RFC 3339 time.
+    #[arg(long = "since-time", value_name = "TIME", conflicts_with = "since")]
+    pub since_time: Option<String>,
+
+    /// Only lines newer than this duration (e.g. 5s, 2m, 1h).
+    #[arg(long = "since", value_name = "DURATION")]
+    pub since: Option<String>,
+
+    /// Prefix every line with its RFC 3339 timestamp.
+    #[arg(long = "timestamps")]
+    pub timestamps: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// POD (or pod/POD).
+    #[arg(value_name = "POD")]
+    pub pod: String,
+
+    /// The command and its arguments (after --).
+    #[arg(value_name = "COMMAND", trailing_var_arg = true)]
+    pub command: Vec<String>,
+
+    /// The container (required when the pod has several).
+    #[arg(short = 'c', long = "container", value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// Pass standard input to the command.
+    #[arg(short = 'i', long = "stdin")]
+    pub stdin: bool,
+
+    /// Allocate a terminal (with -i, when standard input is one).
+    #[arg(short = 't', long = "tty")]
+    pub tty: bool,
+
+    /// Print nothing but the command's output.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]

@@ -67,6 +67,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(a) => commands::delete::run(&ctx, a).await,
         Command::Scale(a) => commands::scale::run(&ctx, a).await,
         Command::Label(a) => commands::label::run(&ctx, a).await,
+        Command::Logs(a) => commands::logs::run(&ctx, a).await,
+        Command::Exec(a) => commands::exec::run(&ctx, a).await,
         Command::ClusterInfo => commands::cluster_info::run(&ctx).await,
         Command::Version(_) | Command::ApiResources(_) => Ok(()),
     }
@@ -98,6 +100,11 @@ fn main() -> ExitCode {
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // `exec`: the remote command's exit code is ours, as in kubectl.
+            if let Some(exit) = e.downcast_ref::<commands::exec::RemoteExit>() {
+                output::eprint_line(&exit.to_string());
+                return ExitCode::from(exit.code());
+            }
             if let Some(text) = errors::render(&e) {
                 output::eprint_line(&text);
             }
