@@ -192,8 +192,18 @@ impl Handlers {
                 target: Some(Target::Present(true)),
             });
         }
+        if let Some(Body::Node(n)) = obj.kind.as_ref() {
+            if n.spec
+                .as_ref()
+                .is_none_or(|s| node_ipam::node_cidrs(s).is_empty())
+            {
+                // The lowest free range as the cluster has it now, not as
+                // this replica last applied it.
+                self.store.linearize().await?;
+            }
+        }
         // Retries only when a picked service address or node range collided
-        // with a concurrent create's.
+        // with a concurrent create's (or this replica's view was behind).
         for attempt in 0..32 {
             let mut o = obj.clone();
             let alloc = self.allocate(&mut o, None, attempt)?;

@@ -222,8 +222,10 @@ pub fn marker_owner(o: &Object) -> &str {
 }
 
 /// Compares and puts that claim every free block the node's podCIDRs
-/// overlap; taken blocks are left to their owner (never an error). A failed
-/// compare means a concurrent claim: retry.
+/// overlap; taken blocks are left to their owner (never an error), with a
+/// compare that they still are (a replica behind may show a marker already
+/// released). A failed compare means the view was stale or a concurrent
+/// claim won: retry.
 pub fn claim(
     cfg: &CidrConfig,
     owner: &ObjectMeta,
@@ -234,6 +236,10 @@ pub fn claim(
     let mut ops = Vec::new();
     for key in cfg.node_keys(spec) {
         if is_claimed(&key) {
+            compares.push(Compare {
+                key,
+                target: Some(Target::Present(true)),
+            });
             continue;
         }
         compares.push(Compare {
@@ -413,9 +419,13 @@ mod tests {
         let (cmp, ops) = claim(&c, &meta("wn1", "u1"), &spec("10.244.6.0/23"), |k| {
             k == c.marker_key(6)
         });
-        assert_eq!(cmp.len(), 1);
-        assert_eq!(cmp[0].key, c.marker_key(7));
-        assert_eq!(cmp[0].target, Some(Target::Absent(true)));
+        // The taken block must still be taken; the free one is claimed.
+        assert_eq!(cmp.len(), 2);
+        assert_eq!(cmp[0].key, c.marker_key(6));
+        assert_eq!(cmp[0].target, Some(Target::Present(true)));
+        assert_eq!(cmp[1].key, c.marker_key(7));
+        assert_eq!(cmp[1].target, Some(Target::Absent(true)));
+        assert_eq!(ops.len(), 1);
         match &ops[0].op {
             Some(OpKind::Put(o)) => assert_eq!(marker_owner(o), "u1"),
             other => panic!("{other:?}"),
