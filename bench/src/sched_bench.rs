@@ -36,12 +36,7 @@ fn rs_manifest(name: &str, replicas: usize) -> String {
     )
 }
 
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
+use rkube_bench::percentile as pct;
 
 fn main() -> Result<()> {
     let args = Args::parse();

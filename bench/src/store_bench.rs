@@ -69,13 +69,7 @@ impl LoadResult {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+use rkube_bench::percentile;
 
 /// Runs `clients` loops of `op(client, seq)` for `duration`.
 async fn run_load<F, Fut>(clients: usize, duration: Duration, op: F) -> LoadResult

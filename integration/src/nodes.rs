@@ -341,6 +341,19 @@ impl LocalNode {
         self.kubelet = Some(child);
     }
 
+    pub fn kubelet_pid(&self) -> Option<u32> {
+        self.kubelet.as_ref().map(|c| c.id())
+    }
+
+    pub fn shim_pid(&self) -> Option<u32> {
+        self.shim.as_ref().map(|c| c.id())
+    }
+
+    /// The cgroup (v1 memory hierarchy) holding this node's pods.
+    pub fn pods_memory_cgroup(&self) -> PathBuf {
+        PathBuf::from("/sys/fs/cgroup/memory").join(self.cgroup_parent.trim_start_matches('/'))
+    }
+
     pub fn kill_kubelet(&mut self) {
         if let Some(mut c) = self.kubelet.take() {
             let _ = c.kill();

@@ -130,12 +130,17 @@ pub fn sandbox_config(
 /// over a 100 ms period, the memory limit in bytes).
 pub fn resources(c: &Container) -> Result<rt::LinuxContainerResources, String> {
     let r = c.resources.clone().unwrap_or_default();
-    let cpu_req = match r.requests.get("cpu").or_else(|| r.limits.get("cpu")) {
-        Some(q) => Some(
+    // The CPU request defaults to the limit, as in Kubernetes.
+    let cpu_req = match (r.requests.get("cpu"), r.limits.get("cpu")) {
+        (Some(q), _) => Some(
             parse_millis(q)
                 .ok_or_else(|| format!("resources.requests.cpu: {q:?} is not a quantity"))?,
         ),
-        None => None,
+        (None, Some(q)) => Some(
+            parse_millis(q)
+                .ok_or_else(|| format!("resources.limits.cpu: {q:?} is not a quantity"))?,
+        ),
+        (None, None) => None,
     };
     let mut out = rt::LinuxContainerResources {
         cpu_shares: cpu_req.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2),
