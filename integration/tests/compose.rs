@@ -1,0 +1,571 @@
+//! The compose cluster end to end (docker-compose.yml, docs/compose.md):
+//! the images built by scripts/build-cluster-images.sh from the debug
+//! binaries the test tier already has, the cluster brought up under a project
+//! name and a /24 of its own, then the seed's walkthrough with rkubectl from
+//! the host (nginx pod answering on its pod IP from another node container,
+//! RC scaled to 6 and 2, RS with matchExpressions, both DaemonSets on
+//! labelled nodes, a Service reached by name through the cluster DNS from a
+//! busybox pod, -o wide/yaml, --show-labels, -l, describe, delete -f), and a
+//! worker node killed with `docker kill` (its RC pods recreated on the other
+//! nodes, DaemonSet pods not duplicated) and brought back with `docker
+//! start` (Ready again, its stale pods cleaned). The project is torn down at
+//! the end, also on failure (Drop).
+//!
+//! Skips (`RKUBE-SKIP: compose: <why>`) only when Docker is absent.
+
+use rkube_integration::{bin, seed_dir};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn manifest(name: &str) -> String {
+    seed_dir()
+        .join("manifests")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+/// Polls `f` every 250 ms until it returns `Some` or `timeout` passes.
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Why the suite cannot run here, if it cannot.
+fn skip_reason() -> Option<String> {
+    match Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Err(_) => Some("docker is not installed".into()),
+        Ok(o) if !o.status.success() => Some(format!(
+            "the Docker daemon does not answer: {}",
+            text(&o).trim()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// `docker compose` (v2) when it is there, else Debian's `docker-compose`.
+fn compose_tool() -> Vec<String> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if v2 {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+/// One compose project; `down -v` on drop.
+struct Compose {
+    tool: Vec<String>,
+    project: String,
+    net: String,
+    image: String,
+}
+
+impl Compose {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.tool[0]);
+        c.args(&self.tool[1..])
+            .arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(repo().join("docker-compose.yml"))
+            .args(args)
+            .env("RKUBE_NET", &self.net)
+            .env("RKUBE_IMAGE", &self.image)
+            // Names outside the cluster are not forwarded anywhere.
+            .env("RKUBE_DNS_UPSTREAM", "127.0.0.1");
+        c
+    }
+
+    fn compose(&self, args: &[&str]) -> Output {
+        run(&mut self.cmd(args))
+    }
+
+    fn servers(&self) -> String {
+        (11..=13)
+            .map(|i| format!("{}.{i}:7000", self.net))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The container of a service.
+    fn container(&self, service: &str) -> String {
+        let o = self.compose(&["ps", "-q", service]);
+        let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert!(!id.is_empty(), "no container for {service}: {}", text(&o));
+        id
+    }
+
+    fn health(&self, id: &str) -> String {
+        let o = run(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}",
+            id,
+        ]));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    fn rkubectl(&self, args: &[&str]) -> Output {
+        run(Command::new(bin("rkubectl"))
+            .args(["-s", &self.servers()])
+            .args(args))
+    }
+
+    /// rkubectl that must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.rkubectl(args);
+        assert!(o.status.success(), "rkubectl {args:?} failed: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The pods of the default namespace, as JSON objects (None when the
+    /// API did not answer).
+    fn pods(&self) -> Option<Vec<Value>> {
+        let o = self.rkubectl(&["get", "pods", "-o", "json"]);
+        if !o.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        Some(v["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `(name, node, ip, phase, terminating)` of every pod whose name starts
+    /// with `prefix`.
+    fn pods_of(&self, prefix: &str) -> Option<Vec<PodRow>> {
+        Some(
+            self.pods()?
+                .iter()
+                .filter(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with(prefix)
+                })
+                .map(|p| PodRow {
+                    name: p["metadata"]["name"].as_str().unwrap_or("").into(),
+                    node: p["spec"]["nodeName"].as_str().unwrap_or("").into(),
+                    ip: p["status"]["podIP"].as_str().unwrap_or("").into(),
+                    phase: p["status"]["phase"].as_str().unwrap_or("").into(),
+                    terminating: !p["metadata"]["deletionTimestamp"].is_null(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Waits until exactly `n` live pods named `prefix*` are Running (with
+    /// an IP); returns them.
+    fn running(&self, prefix: &str, n: usize, timeout: Duration) -> Vec<PodRow> {
+        poll(&format!("{n} running {prefix} pods"), timeout, || {
+            let live: Vec<PodRow> = self
+                .pods_of(prefix)?
+                .into_iter()
+                .filter(|p| !p.terminating)
+                .collect();
+            (live.len() == n
+                && live
+                    .iter()
+                    .all(|p| p.phase == "Running" && !p.ip.is_empty()))
+            .then_some(live)
+        })
+    }
+
+    fn node_ready(&self, node: &str) -> Option<bool> {
+        let o = self.rkubectl(&["get", "node", node, "-o", "json"]);
+        if !o.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        let ready = v["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?["status"]
+            == "True";
+        Some(ready)
+    }
+
+    /// An HTTP GET from inside another container (its busybox wget).
+    fn http_from(&self, container: &str, url: &str) -> Option<String> {
+        let o =
+            run(Command::new("docker").args(["exec", container, "busybox", "wget", "-qO-", url]));
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PodRow {
+    name: String,
+    node: String,
+    ip: String,
+    phase: String,
+    terminating: bool,
+}
+
+impl Drop for Compose {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let o = self.compose(&["ps"]);
+            eprintln!("--- compose ps ---\n{}", text(&o));
+            let o = self.compose(&["logs", "--no-color", "--tail=60"]);
+            eprintln!("--- compose logs (last 60 lines each) ---\n{}", text(&o));
+        }
+        let o = self.compose(&["down", "-v", "--remove-orphans", "-t", "2"]);
+        if !o.status.success() {
+            eprintln!("compose down failed: {}", text(&o));
+        }
+    }
+}
+
+/// Builds the images (debug binaries: no compile) and brings the cluster up
+/// on a /24 no other Docker network uses; waits until every container is
+/// healthy (all nodes Ready, DNS serving).
+fn up() -> Option<Compose> {
+    if let Some(why) = skip_reason() {
+        println!("RKUBE-SKIP: compose: {why}");
+        return None;
+    }
+    let t = Instant::now();
+    let image = "rkube:e2e".to_string();
+    let bin_dir = bin("control-plane").parent().unwrap().to_path_buf();
+    let o = run(Command::new(repo().join("scripts/build-cluster-images.sh"))
+        .env("RKUBE_BIN_DIR", &bin_dir)
+        .env("RKUBE_IMAGE", &image)
+        .stderr(Stdio::inherit()));
+    assert!(o.status.success(), "scripts/build-cluster-images.sh failed");
+    println!("compose: images ready in {:?}", t.elapsed());
+
+    let tool = compose_tool();
+    let pid = std::process::id();
+    let mut attempt = 0;
+    let c = loop {
+        let net = format!("172.29.{}", 20 + (pid + attempt) % 200);
+        let c = Compose {
+            tool: tool.clone(),
+            project: format!("rkube-e2e-{pid}-{attempt}"),
+            net,
+            image: image.clone(),
+        };
+        let t = Instant::now();
+        let o = c.compose(&["up", "-d"]);
+        if o.status.success() {
+            println!(
+                "compose: `up -d` of {} on {}.0/24 took {:?}",
+                c.project,
+                c.net,
+                t.elapsed()
+            );
+            break c;
+        }
+        let out = text(&o);
+        attempt += 1;
+        // Another network holds that /24: try the next one.
+        if out.contains("overlap") && attempt < 8 {
+            drop(c);
+            continue;
+        }
+        panic!("compose up failed: {out}");
+    };
+    let t = Instant::now();
+    let services = ["cp1", "cp2", "cp3", "wn1", "wn2", "wn3", "dns1", "dns2"];
+    let ids: Vec<String> = services.iter().map(|s| c.container(s)).collect();
+    poll("every container healthy", Duration::from_secs(240), || {
+        ids.iter()
+            .all(|id| c.health(id) == "running/healthy")
+            .then_some(())
+    });
+    println!(
+        "compose: all containers healthy {:?} after `up`",
+        t.elapsed()
+    );
+    Some(c)
+}
+
+#[test]
+fn compose_cluster_walkthrough_and_node_loss() {
+    let Some(c) = up() else { return };
+    let suite = Instant::now();
+    let long = Duration::from_secs(120);
+
+    // The nodes, Ready, with their compose addresses.
+    let nodes = c.ok(&["get", "nodes", "-o", "wide"]);
+    for (n, ip) in [("wn1", 21), ("wn2", 22), ("wn3", 23)] {
+        let row = nodes
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(n))
+            .unwrap_or_else(|| panic!("no node {n}:\n{nodes}"));
+        assert!(row.contains(" Ready "), "{row}");
+        assert!(row.contains(&format!("{}.{ip}", c.net)), "{row}");
+    }
+    let dns = c.ok(&["get", "svc", "kube-dns", "-n", "kube-system"]);
+    assert!(dns.contains("10.96.0.10"), "{dns}");
+
+    // The seed's pod: Running with an IP and a node in -o wide; its nginx
+    // answers on the pod IP from another node's container.
+    let out = c.ok(&["create", "-f", &manifest("nginx-pod.yml")]);
+    assert!(out.contains("pod/nginx-pod created"), "{out}");
+    let pod = c.running("nginx-pod", 1, long).remove(0);
+    let wide = c.ok(&["get", "pod", "nginx-pod", "-o", "wide"]);
+    assert!(
+        wide.contains("Running") && wide.contains(&pod.ip) && wide.contains(&pod.node),
+        "{wide}"
+    );
+    let other = ["wn1", "wn2", "wn3"]
+        .into_iter()
+        .find(|n| *n != pod.node)
+        .unwrap();
+    let other_id = c.container(other);
+    let page = poll("nginx on its pod IP from another node", long, || {
+        c.http_from(&other_id, &format!("http://{}/", pod.ip))
+    });
+    assert!(page.contains("Welcome to nginx!"), "{page}");
+    println!(
+        "compose: nginx-pod on {} at {}, answered from {other}",
+        pod.node, pod.ip
+    );
+    let yaml = c.ok(&["get", "pod", "nginx-pod", "-o", "yaml"]);
+    assert!(yaml.contains(&format!("podIP: {}", pod.ip)), "{yaml}");
+    let labels = c.ok(&["get", "pods", "--show-labels"]);
+    assert!(labels.contains("app=nginx,tier=dev"), "{labels}");
+    let described = c.ok(&["describe", "pod", "nginx-pod"]);
+    for want in ["Name:", "nginx-pod", &pod.node, &pod.ip, "nginx-container"] {
+        assert!(described.contains(want), "no {want:?} in:\n{described}");
+    }
+
+    // The ReplicationController: 3, scaled to 6, then 2.
+    let out = c.ok(&["create", "-f", &manifest("nginx-rc.yml")]);
+    assert!(
+        out.contains("replicationcontroller/nginx-rc created"),
+        "{out}"
+    );
+    c.running("nginx-rc-", 3, long);
+    c.ok(&["scale", "rc", "nginx-rc", "--replicas=6"]);
+    let six = c.running("nginx-rc-", 6, long);
+    let spread: std::collections::BTreeSet<&str> = six.iter().map(|p| p.node.as_str()).collect();
+    println!("compose: 6 RC pods on {spread:?}");
+    let rc = c.ok(&["get", "rc", "nginx-rc", "-o", "wide"]);
+    assert!(
+        rc.contains("nginx-rc") && rc.contains("app=nginx-app"),
+        "{rc}"
+    );
+    c.ok(&["scale", "rc", "nginx-rc", "--replicas=2"]);
+    c.running("nginx-rc-", 2, long);
+    let by_label = c.ok(&["get", "pods", "-l", "app=nginx-app", "--no-headers"]);
+    assert!(
+        by_label
+            .lines()
+            .filter(|l| l.starts_with("nginx-rc-"))
+            .count()
+            >= 2,
+        "{by_label}"
+    );
+
+    // The ReplicaSet with matchExpressions.
+    let out = c.ok(&["create", "-f", &manifest("nginx-rs.yml")]);
+    assert!(out.contains("replicaset.apps/nginx-rs created"), "{out}");
+    c.running("nginx-rs-", 3, long);
+    let frontend = c.ok(&["get", "pods", "-l", "tier=frontend", "--no-headers"]);
+    assert_eq!(
+        frontend
+            .lines()
+            .filter(|l| l.starts_with("nginx-rs-"))
+            .count(),
+        3,
+        "{frontend}"
+    );
+    let described = c.ok(&["describe", "rs", "nginx-rs"]);
+    assert!(described.contains("nginx-rs"), "{described}");
+
+    // Both DaemonSets: nginx-ds on the nodes labelled node=server only,
+    // fluentd-ds on every node (its image is not in any node's store, so
+    // its pods wait in image pull errors, placed all the same).
+    let out = c.ok(&["label", "nodes", "wn1", "wn2", "node=server"]);
+    assert!(out.contains("node/wn1 labeled"), "{out}");
+    c.ok(&["create", "-f", &manifest("nginx-ds-subsetnodes.yml")]);
+    c.ok(&["create", "-f", &manifest("fluentds.yml")]);
+    let ds = c.running("nginx-ds-", 2, long);
+    let mut ds_nodes: Vec<&str> = ds.iter().map(|p| p.node.as_str()).collect();
+    ds_nodes.sort();
+    assert_eq!(ds_nodes, ["wn1", "wn2"]);
+    poll("a fluentd-ds pod on each node", long, || {
+        let mut n: Vec<String> = c
+            .pods_of("fluentd-ds-")?
+            .into_iter()
+            .map(|p| p.node)
+            .collect();
+        n.sort();
+        (n == ["wn1", "wn2", "wn3"]).then_some(())
+    });
+    let dsl = c.ok(&["get", "ds"]);
+    assert!(
+        dsl.contains("nginx-ds") && dsl.contains("fluentd-ds"),
+        "{dsl}"
+    );
+
+    // A Service over the nginx pod, reached by name from a busybox pod
+    // through the cluster DNS (10.96.0.10) and kube-proxy.
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = tmp.path().join("svc.yml");
+    std::fs::write(
+        &svc,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: nginx-svc\nspec:\n  selector:\n    app: nginx\n  ports:\n  - port: 80\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: client\n    image: busybox\n    command: [sleep, \"3600\"]\n",
+    )
+    .unwrap();
+    c.ok(&["create", "-f", svc.to_str().unwrap()]);
+    c.running("client", 1, long);
+    let page = poll("http://nginx-svc/ from the client pod", long, || {
+        let o = c.rkubectl(&["exec", "client", "--", "wget", "-qO-", "http://nginx-svc/"]);
+        let t = String::from_utf8_lossy(&o.stdout).into_owned();
+        (o.status.success() && t.contains("Welcome to nginx!")).then_some(t)
+    });
+    assert!(page.contains("Welcome to nginx!"));
+    let lookup = c.rkubectl(&[
+        "exec",
+        "client",
+        "--",
+        "nslookup",
+        "nginx-svc.default.svc.cluster.local",
+    ]);
+    let svc_ip = c.ok(&["get", "svc", "nginx-svc", "-o", "json"]);
+    let svc_ip: Value = serde_json::from_str(&svc_ip).unwrap();
+    let svc_ip = svc_ip["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(
+        text(&lookup).contains(&svc_ip),
+        "nslookup did not answer {svc_ip}: {}",
+        text(&lookup)
+    );
+    println!("compose: nginx-svc ({svc_ip}) reached by name from a pod");
+
+    // A worker node powered off: `docker kill`. Its RC pods are recreated on
+    // the other nodes; DaemonSet pods are not duplicated.
+    c.ok(&["scale", "rc", "nginx-rc", "--replicas=6"]);
+    let six = c.running("nginx-rc-", 6, long);
+    let victim = if six.iter().any(|p| p.node == "wn2") {
+        "wn2".to_string()
+    } else {
+        six[0].node.clone()
+    };
+    let victim_id = c.container(&victim);
+    let lost: Vec<String> = six
+        .iter()
+        .filter(|p| p.node == victim)
+        .map(|p| p.name.clone())
+        .collect();
+    let killed = Instant::now();
+    let o = run(Command::new("docker").args(["kill", &victim_id]));
+    assert!(o.status.success(), "docker kill: {}", text(&o));
+    poll(&format!("{victim} not Ready"), long, || {
+        (c.node_ready(&victim)? == false).then_some(())
+    });
+    println!(
+        "compose: {victim} not Ready {:?} after docker kill",
+        killed.elapsed()
+    );
+    let moved = poll("6 RC pods Running on the other nodes", long, || {
+        let live: Vec<PodRow> = c
+            .pods_of("nginx-rc-")?
+            .into_iter()
+            .filter(|p| !p.terminating && p.node != victim)
+            .collect();
+        (live.len() == 6 && live.iter().all(|p| p.phase == "Running")).then_some(live)
+    });
+    println!(
+        "compose: {} RC pods of {victim} replaced {:?} after docker kill",
+        lost.len(),
+        killed.elapsed()
+    );
+    assert!(moved.iter().all(|p| !lost.contains(&p.name)));
+    let ds_now = c.pods_of("nginx-ds-").unwrap();
+    for n in ["wn1", "wn2"] {
+        let live = ds_now
+            .iter()
+            .filter(|p| p.node == n && !p.terminating)
+            .count();
+        assert!(live <= 1, "nginx-ds duplicated on {n}: {ds_now:?}");
+    }
+    assert!(
+        ds_now.iter().all(|p| p.node == "wn1" || p.node == "wn2"),
+        "{ds_now:?}"
+    );
+
+    // Powered on again: Ready, and nothing stale left on it.
+    let started = Instant::now();
+    let o = run(Command::new("docker").args(["start", &victim_id]));
+    assert!(o.status.success(), "docker start: {}", text(&o));
+    poll(&format!("{victim} Ready again"), long, || {
+        c.node_ready(&victim)?.then_some(())
+    });
+    println!(
+        "compose: {victim} Ready {:?} after docker start",
+        started.elapsed()
+    );
+    poll("no terminating pods left", long, || {
+        let all = c.pods_of("")?;
+        all.iter().all(|p| !p.terminating).then_some(())
+    });
+    c.running("nginx-rc-", 6, long);
+
+    // delete -f of every manifest: the objects and their pods are gone.
+    for m in [
+        "nginx-pod.yml",
+        "nginx-rc.yml",
+        "nginx-rs.yml",
+        "nginx-ds-subsetnodes.yml",
+        "fluentds.yml",
+    ] {
+        // Bare pods (nginx-pod, client) are gone already if they ran on the
+        // killed node (evicted, and no controller recreates them).
+        c.ok(&["delete", "-f", &manifest(m), "--ignore-not-found"]);
+    }
+    c.ok(&["delete", "-f", svc.to_str().unwrap(), "--ignore-not-found"]);
+    poll("every pod gone", long, || {
+        c.pods_of("")?.is_empty().then_some(())
+    });
+    let left = c.ok(&["get", "rc,rs,ds"]);
+    assert!(!left.contains("nginx"), "{left}");
+    println!(
+        "compose: walkthrough and node loss took {:?}",
+        suite.elapsed()
+    );
+}
