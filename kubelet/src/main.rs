@@ -114,6 +114,7 @@ async fn main() -> Result<()> {
         .await
         .context("handing the pod CIDR to the runtime")?;
     tracing::info!(pod_cidr = %cidr, "pod network configured");
+    info.pod_cidr = Some(cidr.clone());
     tokio::spawn(node::status_loop(
         client.clone(),
         runtime.clone(),

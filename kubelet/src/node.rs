@@ -28,6 +28,10 @@ pub struct NodeInfo {
     pub labels: HashMap<String, String>,
     pub taints: Vec<Taint>,
     pub system: NodeSystemInfo,
+    /// The pod CIDR the runtime uses, once known: a Node deleted under a
+    /// running kubelet is registered again with it, so its pods keep
+    /// addresses inside the node's range.
+    pub pod_cidr: Option<String>,
 }
 
 pub fn now() -> String {
@@ -110,6 +114,7 @@ impl NodeInfo {
             capacity,
             labels,
             taints,
+            pod_cidr: None,
             system: NodeSystemInfo {
                 machine_id,
                 boot_id,
@@ -232,6 +237,8 @@ pub async fn register(client: &Client, info: &NodeInfo, ready: Result<(), String
         }),
         spec: Some(NodeSpec {
             taints: info.taints.clone(),
+            pod_cidr: info.pod_cidr.clone().unwrap_or_default(),
+            pod_cidrs: info.pod_cidr.iter().cloned().collect(),
             ..Default::default()
         }),
         status: Some(info.status(ready.clone(), None)),
