@@ -728,6 +728,31 @@ fn udp_sessions_nodeport_and_expiry() {
         .await;
         assert!(bytes.is_some_and(|b| b > 0.0), "bytes out: {bytes:?}");
 
+        // The retry rule for UDP: an endpoint nothing listens on (a dead
+        // replica still listed) refuses; the datagram it refused goes to
+        // the next endpoint, so every fresh client is answered at once.
+        pod_address("10.244.0.44");
+        put_endpoints(
+            c,
+            endpoints("dns", &["10.244.0.41", "10.244.0.44"], &[], &dns),
+        )
+        .await;
+        wait_metric(&env, "rkube_proxy_ready_endpoints", &labels, |v| v == 2.0).await;
+        let errors_before = metric_value(&env, "rkube_proxy_endpoint_errors_total", &labels)
+            .await
+            .unwrap_or(0.0);
+        for i in 0..6 {
+            let (name, _) = udp_ask(&udp_client().await, vip, &format!("retry{i}"))
+                .await
+                .unwrap_or_else(|| panic!("fresh client {i} got no answer"));
+            assert_eq!(name, "pod-1");
+        }
+        let errors = metric_value(&env, "rkube_proxy_endpoint_errors_total", &labels).await;
+        assert!(
+            errors.is_some_and(|e| e >= errors_before + 3.0),
+            "refusals by the dead endpoint: {errors_before} -> {errors:?}"
+        );
+
         // No endpoints: datagrams are dropped (and counted).
         put_endpoints(c, endpoints("dns", &[], &[], &dns)).await;
         wait_metric(&env, "rkube_proxy_ready_endpoints", &labels, |v| v == 0.0).await;
