@@ -109,14 +109,25 @@ impl NodeNet {
         for range in ["10.244.0.0/16", "10.96.0.0/12"] {
             let _ = sh(&["ip", "route", "replace", "unreachable", range]);
         }
-        let k = 100 + (std::process::id() % 10) * 10 + NEXT.fetch_add(1, Ordering::SeqCst) % 10;
+        // A slot whose bridge exists belongs to another test running now
+        // (or to one that was killed): skip it. `ip link add` fails when
+        // the name is taken, so two tests never share a slot; what a killed
+        // test left in the slot we win (namespaces, iptables rules) goes.
+        let first = (std::process::id() % 10) * 10 + NEXT.fetch_add(1, Ordering::SeqCst) % 10;
+        let k = (0..100)
+            .map(|i| 100 + (first + i) % 100)
+            .find(|k| {
+                sh(&["ip", "link", "add", &format!("rkn{k}"), "type", "bridge"])
+                    .status
+                    .success()
+            })
+            .expect("a free node-network slot (bridges rkn100-rkn199 all exist)");
         let net = NodeNet {
             k,
             bridge: format!("rkn{k}"),
             prefix: format!("172.31.{k}"),
         };
-        net.cleanup();
-        must(&["ip", "link", "add", &net.bridge, "type", "bridge"]);
+        net.cleanup_stale();
         must(&[
             "ip",
             "addr",
@@ -147,11 +158,16 @@ impl NodeNet {
     }
 
     fn cleanup(&self) {
+        self.cleanup_stale();
+        let _ = sh(&["ip", "link", "del", &self.bridge]);
+    }
+
+    /// The slot's node namespaces and FORWARD rules (not its bridge).
+    fn cleanup_stale(&self) {
         for i in 0..10 {
             let ns = format!("rkn{}-{}", self.k, i);
             let _ = sh(&["ip", "netns", "del", &ns]);
         }
-        let _ = sh(&["ip", "link", "del", &self.bridge]);
         while sh(&[
             "iptables",
             "-D",
@@ -180,6 +196,21 @@ impl Drop for NodeNet {
 pub struct NodeOptions {
     pub kubelet_args: Vec<String>,
     pub labels: Vec<String>,
+    /// Also run kube-proxy in the node's namespace, with these extra flags
+    /// (`None`: no proxy, the node tests' default). See
+    /// [`NodeOptions::with_kube_proxy`].
+    pub kube_proxy: Option<Vec<String>>,
+}
+
+impl NodeOptions {
+    /// The default kubelet settings plus a kube-proxy (short endpoint
+    /// grace, so removed endpoints' connections end within a test).
+    pub fn with_kube_proxy() -> NodeOptions {
+        NodeOptions {
+            kube_proxy: Some(vec!["--endpoint-close-grace".into(), "2s".into()]),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for NodeOptions {
@@ -198,9 +229,14 @@ impl Default for NodeOptions {
                 "8".into(),
             ],
             labels: vec![],
+            kube_proxy: None,
         }
     }
 }
+
+/// Where each node's kube-proxy serves /metrics and /healthz (on the
+/// node's own loopback).
+pub const PROXY_METRICS: &str = "127.0.0.1:10249";
 
 /// One node: a network namespace, a runtime shim and a kubelet.
 pub struct LocalNode {
@@ -216,6 +252,9 @@ pub struct LocalNode {
     opts: NodeOptions,
     shim: Option<Child>,
     kubelet: Option<Child>,
+    proxy: Option<Child>,
+    /// Other processes a test runs in the node's namespace, by name.
+    processes: Vec<(String, Child)>,
     starts: u32,
 }
 
@@ -267,10 +306,15 @@ impl LocalNode {
             opts,
             shim: None,
             kubelet: None,
+            proxy: None,
+            processes: Vec::new(),
             starts: 0,
         };
         node.spawn_shim();
         node.spawn_kubelet();
+        if node.opts.kube_proxy.is_some() {
+            node.spawn_proxy();
+        }
         node
     }
 
@@ -339,6 +383,90 @@ impl LocalNode {
             .spawn()
             .expect("spawning kubelet");
         self.kubelet = Some(child);
+    }
+
+    /// Starts kube-proxy in the node's namespace (its ClusterIPs go on the
+    /// namespace's own `rkube-svc0`, an empty bridge where the kernel has
+    /// no dummy driver), with the flags of [`NodeOptions::kube_proxy`].
+    pub fn spawn_proxy(&mut self) {
+        let extra = self.opts.kube_proxy.clone().unwrap_or_default();
+        let child = self
+            .in_node(&bin("kube-proxy"))
+            .args(["--server", &self.servers])
+            .args(["--hostname-override", &self.name])
+            .args(["--metrics-listen", PROXY_METRICS])
+            .args(&extra)
+            .env("RUST_LOG", "info,rkube_kube_proxy=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log_file("kube-proxy"))
+            .spawn()
+            .expect("spawning kube-proxy");
+        self.proxy = Some(child);
+    }
+
+    pub fn kill_proxy(&mut self) {
+        if let Some(mut c) = self.proxy.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn proxy_pid(&self) -> Option<u32> {
+        self.proxy.as_ref().map(|c| c.id())
+    }
+
+    /// Whether this node's kube-proxy has synced (its /healthz says 200).
+    pub fn proxy_synced(&self) -> bool {
+        in_netns(
+            &self.netns,
+            format!("http://{PROXY_METRICS}/healthz"),
+            |url| http_get_now(&url),
+        )
+        .is_ok()
+    }
+
+    /// The proxy's /metrics page.
+    pub fn proxy_metrics(&self) -> Option<String> {
+        in_netns(
+            &self.netns,
+            format!("http://{PROXY_METRICS}/metrics"),
+            |url| http_get_now(&url),
+        )
+        .ok()
+    }
+
+    /// Starts `program args` in the node's namespace as process `what`
+    /// (like a host-network pod; its stderr goes to `<what>.log` in the
+    /// node's directory). Stopped by [`LocalNode::stop_process`] or when the
+    /// node is dropped.
+    pub fn start_process(&mut self, what: &str, program: &Path, args: &[String]) {
+        self.stop_process(what);
+        let child = self
+            .in_node(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(self.log_file(what))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", program.display()));
+        self.processes.push((what.to_string(), child));
+    }
+
+    /// Kills process `what` (SIGKILL) and reaps it.
+    pub fn stop_process(&mut self, what: &str) {
+        while let Some(i) = self.processes.iter().position(|(n, _)| n == what) {
+            let (_, mut c) = self.processes.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn process_pid(&self, what: &str) -> Option<u32> {
+        self.processes
+            .iter()
+            .find(|(n, _)| n == what)
+            .map(|(_, c)| c.id())
     }
 
     pub fn kubelet_pid(&self) -> Option<u32> {
@@ -465,6 +593,17 @@ impl Drop for LocalNode {
                 self.name,
                 tail(&self.log("shim"), 60)
             );
+            let mut extra: Vec<String> = self.processes.iter().map(|(n, _)| n.clone()).collect();
+            if self.opts.kube_proxy.is_some() {
+                extra.insert(0, "kube-proxy".into());
+            }
+            for what in extra {
+                eprintln!(
+                    "--- {what} log of {} ---\n{}",
+                    self.name,
+                    tail(&self.log(&what), 80)
+                );
+            }
             for cmd in [
                 &["ip", "addr"][..],
                 &["ip", "route"][..],
@@ -480,6 +619,11 @@ impl Drop for LocalNode {
                 );
             }
         }
+        for (_, mut c) in self.processes.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.kill_proxy();
         self.kill_kubelet();
         self.kill_shim();
         let runc_root = self.dir.path().join("runc");
