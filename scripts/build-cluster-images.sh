@@ -116,8 +116,13 @@ ctx_key="$( (echo "$BASE"; cd "$CTX" && find . -type f | sort | xargs sha256sum)
 if [ "$(docker image inspect -f '{{index .Config.Labels "rkube.context"}}' "$IMAGE" 2>/dev/null)" = "$ctx_key" ]; then
   echo "build-cluster-images: $IMAGE is up to date" >&2
 else
-  DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE" --label "rkube.context=$ctx_key" \
-    --label "rkube.profile=$PROFILE" -t "$IMAGE" "$CTX" >/dev/null
+  # The classic builder: Docker 20.10 without buildx; FROM is a local image.
+  if ! DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE" --label "rkube.context=$ctx_key" \
+    --label "rkube.profile=$PROFILE" -t "$IMAGE" "$CTX" >"$CACHE/build.log" 2>&1; then
+    cat "$CACHE/build.log" >&2
+    echo "build-cluster-images: docker build failed" >&2
+    exit 1
+  fi
   echo "build-cluster-images: built $IMAGE ($PROFILE binaries)" >&2
 fi
 rm -rf "$CTX"

@@ -546,6 +546,11 @@ fn compose_cluster_walkthrough_and_node_loss() {
     });
     c.running("nginx-rc-", 6, long);
 
+    // The control-plane leader killed while a client writes: the others
+    // answer, nothing acknowledged is lost, controllers go on, and the
+    // replica catches up once it is started again.
+    leader_loss(&c, tmp.path());
+
     // delete -f of every manifest: the objects and their pods are gone.
     for m in [
         "nginx-pod.yml",
@@ -568,4 +573,106 @@ fn compose_cluster_walkthrough_and_node_loss() {
         "compose: walkthrough and node loss took {:?}",
         suite.elapsed()
     );
+}
+
+/// The leader's service name (cpN), from `rkubectl cluster-info`.
+fn leader(c: &Compose) -> Option<String> {
+    let o = c.rkubectl(&["cluster-info"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Leader: replica "))
+        .and_then(|r| r.split_whitespace().next())
+        .map(|id| format!("cp{id}"))
+}
+
+fn leader_loss(c: &Compose, tmp: &Path) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let long = Duration::from_secs(120);
+    let old = poll("a leader", long, || leader(c));
+    let old_id = c.container(&old);
+    let stop = AtomicBool::new(false);
+    // (namespace, when its create was acknowledged)
+    let acked: Mutex<Vec<(String, Instant)>> = Mutex::new(Vec::new());
+    let mut killed = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let name = format!("e2e-{i}");
+                let file = tmp.join(format!("{name}.yml"));
+                std::fs::write(
+                    &file,
+                    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n"),
+                )
+                .unwrap();
+                let o = c.rkubectl(&["create", "-f", file.to_str().unwrap()]);
+                if o.status.success() {
+                    acked.lock().unwrap().push((name, Instant::now()));
+                    i += 1;
+                } else if text(&o).contains("AlreadyExists") {
+                    // An earlier try went through without its answer.
+                    i += 1;
+                }
+            }
+        });
+        poll("writes before the kill", long, || {
+            (acked.lock().unwrap().len() >= 5).then_some(())
+        });
+        let o = run(Command::new("docker").args(["kill", &old_id]));
+        // (Writes acknowledged while `docker kill` ran may predate the kill.)
+        killed = Instant::now();
+        assert!(o.status.success(), "docker kill: {}", text(&o));
+        poll("writes acknowledged after the kill", long, || {
+            let n = acked
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, t)| *t > killed + Duration::from_millis(100))
+                .count();
+            (n >= 5).then_some(())
+        });
+        stop.store(true, Ordering::SeqCst);
+    });
+    let acked = acked.into_inner().unwrap();
+    let first_after = acked
+        .iter()
+        .find(|(_, t)| *t > killed)
+        .map(|(_, t)| t.duration_since(killed))
+        .unwrap();
+    let new = poll("a new leader", long, || leader(c).filter(|l| *l != old));
+    println!(
+        "compose: leader {old} killed; first write acknowledged {first_after:?} later, new leader {new}, {} writes acknowledged",
+        acked.len()
+    );
+    // Nothing acknowledged is lost.
+    let o = c.ok(&["get", "namespaces", "-o", "name"]);
+    for (name, _) in &acked {
+        assert!(
+            o.contains(&format!("namespace/{name}\n")),
+            "{name} lost:\n{o}"
+        );
+    }
+    // The controllers run on the new leader.
+    c.ok(&["scale", "rc", "nginx-rc", "--replicas=4"]);
+    c.running("nginx-rc-", 4, long);
+    // Started again, the old leader catches up: a linearizable read on it
+    // sees the last write.
+    let started = Instant::now();
+    let o = run(Command::new("docker").args(["start", &old_id]));
+    assert!(o.status.success(), "docker start: {}", text(&o));
+    let n: usize = old.trim_start_matches("cp").parse().unwrap();
+    let addr = format!("{}.{}:7000", c.net, 10 + n);
+    let last = &acked.last().unwrap().0;
+    poll(&format!("{old} serving the last write"), long, || {
+        let o = run(Command::new(bin("rkubectl")).args(["-s", &addr, "get", "namespace", last]));
+        o.status.success().then_some(())
+    });
+    println!(
+        "compose: {old} caught up {:?} after docker start",
+        started.elapsed()
+    );
+    let mut args = vec!["delete", "namespace", "--wait=false"];
+    args.extend(acked.iter().map(|(n, _)| n.as_str()));
+    c.ok(&args);
 }
