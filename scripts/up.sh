@@ -23,14 +23,22 @@ esac
 fail() { echo "up: $*" >&2; exit 1; }
 command -v docker >/dev/null 2>&1 || fail "docker is not installed (apt-get install docker.io)"
 docker info >/dev/null 2>&1 || fail "the Docker daemon does not answer: is it running, and may you use it (root or the docker group)?"
+# Debian's packages for what is missing (as root; otherwise say what to do).
+missing=""
+command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 ||
+  missing="$missing docker-compose"
+if [ -n "$missing" ]; then
+  [ "$(id -u)" = 0 ] || fail "missing:$missing (apt-get install$missing)"
+  echo "up: installing$missing" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >&2
+fi
 if docker compose version >/dev/null 2>&1; then
   compose=(docker compose)
-elif command -v docker-compose >/dev/null 2>&1; then
-  compose=(docker-compose)
 else
-  fail "no compose tool: apt-get install docker-compose"
+  compose=(docker-compose)
 fi
-command -v debootstrap >/dev/null 2>&1 || fail "debootstrap is missing (apt-get install debootstrap): the base image is built from Debian's packages"
 
 scripts/build-cluster-images.sh --profile "$profile" >/dev/null
 
