@@ -267,28 +267,51 @@ impl Worker {
             .await?
             .into_inner()
             .containers;
-        let mut out: HashMap<String, Attempts> = HashMap::new();
+        let mut by_name: HashMap<String, Vec<rt::Container>> = HashMap::new();
         for c in list {
-            let st = match rt_client
-                .container_status(rt::ContainerStatusRequest {
-                    container_id: c.id.clone(),
-                })
-                .await
-            {
-                Ok(s) => s.into_inner().status.unwrap_or_default(),
-                Err(s) if s.code() == tonic::Code::NotFound => continue,
-                Err(s) => return Err(s),
-            };
-            let name = st
+            let name = c
                 .metadata
                 .as_ref()
                 .map(|m| m.name.clone())
                 .unwrap_or_default();
-            out.entry(name).or_default().list.push(st);
+            by_name.entry(name).or_default().push(c);
         }
-        for a in out.values_mut() {
-            a.list
-                .sort_by_key(|c| std::cmp::Reverse((attempt_of(c), c.created_at)));
+        let mut out: HashMap<String, Attempts> = HashMap::new();
+        for (name, mut items) in by_name {
+            items.sort_by_key(|c| {
+                std::cmp::Reverse((
+                    c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0),
+                    c.created_at,
+                ))
+            });
+            let mut attempts = Attempts::default();
+            for (i, c) in items.into_iter().enumerate() {
+                if i >= 2 {
+                    // Only the current attempt and the one before it (for
+                    // `logs --previous` and lastState) are kept.
+                    if c.state == rt::ContainerState::ContainerExited as i32 {
+                        let _ = rt_client
+                            .remove_container(rt::RemoveContainerRequest {
+                                container_id: c.id.clone(),
+                            })
+                            .await;
+                    }
+                    continue;
+                }
+                match rt_client
+                    .container_status(rt::ContainerStatusRequest {
+                        container_id: c.id.clone(),
+                    })
+                    .await
+                {
+                    Ok(s) => attempts
+                        .list
+                        .push(s.into_inner().status.unwrap_or_default()),
+                    Err(s) if s.code() == tonic::Code::NotFound => continue,
+                    Err(s) => return Err(s),
+                }
+            }
+            out.insert(name, attempts);
         }
         Ok(out)
     }
@@ -399,7 +422,8 @@ impl Worker {
         };
 
         // 2. Containers.
-        let mut containers = self.containers().await?;
+        // A new sandbox changes no container: the list from above holds.
+        let mut containers = containers_before;
         let mut changed = false;
         for c in &spec.containers {
             let attempts = containers.get(&c.name).cloned().unwrap_or_default();

@@ -475,9 +475,11 @@ impl Runtime {
                 filter.pod_sandbox_id.is_empty()
                     || c.record.sandbox_id.starts_with(&filter.pod_sandbox_id)
             })
+            // Labels before state: a container's state costs file reads and
+            // /proc checks, and the kubelet lists by pod label all the time.
+            .filter(|c| labels_match(&c.record.config.labels, &filter.label_selector))
             .map(|c| c.to_list_item())
             .filter(|c| filter.state.as_ref().is_none_or(|s| s.state == c.state))
-            .filter(|c| labels_match(&c.labels, &filter.label_selector))
             .collect();
         items.sort_by_key(|c| c.created_at);
         items

@@ -74,6 +74,13 @@ impl SandboxEntry {
             .clone()
     }
 
+    /// Whether the sandbox's labels match `selector` (without copying the
+    /// record).
+    fn matches(&self, selector: &HashMap<String, String>) -> bool {
+        let rec = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        labels_match(&rec.config.labels, selector)
+    }
+
     fn update(&self, change: impl FnOnce(&mut SandboxRecord)) -> anyhow::Result<()> {
         let mut rec = self.record.lock().unwrap_or_else(|e| e.into_inner());
         change(&mut rec);
@@ -474,9 +481,11 @@ impl Runtime {
             .all_sandboxes()
             .iter()
             .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
+            // Labels first: a sandbox's state costs file reads and /proc
+            // checks, and the kubelet lists by pod label all the time.
+            .filter(|s| s.matches(&filter.label_selector))
             .map(|s| s.to_list_item())
             .filter(|s| filter.state.as_ref().is_none_or(|st| st.state == s.state))
-            .filter(|s| labels_match(&s.labels, &filter.label_selector))
             .collect();
         items.sort_by_key(|s| s.created_at);
         items
