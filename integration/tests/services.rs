@@ -358,6 +358,18 @@ fn container_pid(node: &LocalNode, pod: &Pod, container: &str) -> i32 {
     state["pid"].as_i64().expect("a pid") as i32
 }
 
+/// Whether process `pid` has exited (a zombie or gone).
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
 /// What one request of a load loop saw.
 struct Outcome {
     start: Instant,
@@ -660,7 +672,15 @@ async fn service_traffic_reaches_ready_pods_round_robin_through_scaling_kills_an
     let pid = container_pid(b.node(&victim_node), &victim_pod, "echo");
     let kill_start = Instant::now();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill {pid}");
-    let kill_done = Instant::now();
+    // It has stopped accepting once it is a zombie (its sockets closed) or
+    // gone; a connection the kernel accepted for it until then is reset.
+    let kill_done = loop {
+        if exited(pid) {
+            break Instant::now();
+        }
+        assert!(kill_start.elapsed() < START, "{pid} survived SIGKILL");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
     b.wait_pod(&victim, "restarted and Ready", |p| {
         is_ready(p)
             && p.status.as_ref().is_some_and(|s| {
@@ -678,11 +698,20 @@ async fn service_traffic_reaches_ready_pods_round_robin_through_scaling_kills_an
     stop.store(true, Ordering::SeqCst);
     let outcomes = load.join().expect("the load loop");
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    // In flight while the process was dying: started before it had exited,
+    // ended after the kill was sent.
     let in_flight = |o: &&Outcome| o.start <= kill_done && o.end >= kill_start;
     let bad: Vec<String> = failed
         .iter()
         .filter(|o| !in_flight(o))
-        .map(|o| format!("{:?}", o.result))
+        .map(|o| {
+            format!(
+                "{:?} at +{:?} after the kill (exit seen at +{:?})",
+                o.result,
+                o.start.saturating_duration_since(kill_start),
+                kill_done - kill_start
+            )
+        })
         .collect();
     let seen: BTreeSet<String> = outcomes
         .iter()
