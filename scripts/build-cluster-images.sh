@@ -22,7 +22,7 @@
 # already built binaries instead (nothing is compiled then).
 #
 # Cache: $RKUBE_CACHE (default /var/cache/rkube)/cluster: the debootstrap'd
-# rootfs and the docker build context.
+# rootfs, the pod image archives (pod-images/) and the docker build context.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -99,7 +99,10 @@ for b in $BINS; do
 done
 
 # --- the pod images (busybox, nginx, echo) ---------------------------------
-PODIMAGES="$(RKUBE_BIN_DIR="$BIN" scripts/build-images.sh)"
+# A cache of their own: the node tests' archives (default cache) are built
+# from the debug binaries and may be read while this runs.
+PODIMAGES="$(RKUBE_BIN_DIR="$BIN" RKUBE_IMAGE_CACHE="${RKUBE_CLUSTER_POD_IMAGES:-$CACHE/pod-images}" \
+  scripts/build-images.sh)"
 
 # --- the project image -----------------------------------------------------
 CTX="$CACHE/context"
@@ -116,6 +119,7 @@ ctx_key="$( (echo "$BASE"; cd "$CTX" && find . -type f | sort | xargs sha256sum)
 if [ "$(docker image inspect -f '{{index .Config.Labels "rkube.context"}}' "$IMAGE" 2>/dev/null)" = "$ctx_key" ]; then
   echo "build-cluster-images: $IMAGE is up to date" >&2
 else
+  old_id="$(docker image inspect -f '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
   # The classic builder: Docker 20.10 without buildx; FROM is a local image.
   if ! DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE" --label "rkube.context=$ctx_key" \
     --label "rkube.profile=$PROFILE" -t "$IMAGE" "$CTX" >"$CACHE/build.log" 2>&1; then
@@ -123,6 +127,8 @@ else
     echo "build-cluster-images: docker build failed" >&2
     exit 1
   fi
+  # The image this one replaces, unless a container still uses it.
+  [ -n "$old_id" ] && docker rmi "$old_id" >/dev/null 2>&1 || true
   echo "build-cluster-images: built $IMAGE ($PROFILE binaries)" >&2
 fi
 rm -rf "$CTX"

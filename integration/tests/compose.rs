@@ -145,6 +145,18 @@ impl Compose {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
+    /// Waits until every container's health check passes (what `docker
+    /// compose up --wait` waits for).
+    fn wait_healthy(&self) {
+        let services = ["cp1", "cp2", "cp3", "wn1", "wn2", "wn3", "dns1", "dns2"];
+        let ids: Vec<String> = services.iter().map(|s| self.container(s)).collect();
+        poll("every container healthy", Duration::from_secs(240), || {
+            ids.iter()
+                .all(|id| self.health(id) == "running/healthy")
+                .then_some(())
+        });
+    }
+
     fn rkubectl(&self, args: &[&str]) -> Output {
         run(Command::new(bin("rkubectl"))
             .args(["-s", &self.servers()])
@@ -307,13 +319,7 @@ fn up() -> Option<Compose> {
         panic!("compose up failed: {out}");
     };
     let t = Instant::now();
-    let services = ["cp1", "cp2", "cp3", "wn1", "wn2", "wn3", "dns1", "dns2"];
-    let ids: Vec<String> = services.iter().map(|s| c.container(s)).collect();
-    poll("every container healthy", Duration::from_secs(240), || {
-        ids.iter()
-            .all(|id| c.health(id) == "running/healthy")
-            .then_some(())
-    });
+    c.wait_healthy();
     println!(
         "compose: all containers healthy {:?} after `up`",
         t.elapsed()
@@ -477,6 +483,9 @@ fn compose_cluster_walkthrough_and_node_loss() {
     );
     println!("compose: nginx-svc ({svc_ip}) reached by name from a pod");
 
+    // The Python gRPC examples against the cluster.
+    python_scripts(&c, tmp.path());
+
     // A worker node powered off: `docker kill`. Its RC pods are recreated on
     // the other nodes; DaemonSet pods are not duplicated.
     c.ok(&["scale", "rc", "nginx-rc", "--replicas=6"]);
@@ -551,6 +560,17 @@ fn compose_cluster_walkthrough_and_node_loss() {
     // replica catches up once it is started again.
     leader_loss(&c, tmp.path());
 
+    // The whole cluster restarted (`compose restart`): every object is
+    // still there, the nodes are Ready and the pods run again.
+    let t = Instant::now();
+    let o = c.compose(&["restart", "-t", "2"]);
+    assert!(o.status.success(), "compose restart: {}", text(&o));
+    c.wait_healthy();
+    println!("compose: restarted, all healthy again in {:?}", t.elapsed());
+    c.running("nginx-rc-", 4, long);
+    c.running("nginx-rs-", 3, long);
+    c.running("nginx-ds-", 2, long);
+
     // delete -f of every manifest: the objects and their pods are gone.
     for m in [
         "nginx-pod.yml",
@@ -564,6 +584,7 @@ fn compose_cluster_walkthrough_and_node_loss() {
         c.ok(&["delete", "-f", &manifest(m), "--ignore-not-found"]);
     }
     c.ok(&["delete", "-f", svc.to_str().unwrap(), "--ignore-not-found"]);
+    c.ok(&["delete", "pod", "py-pod", "--ignore-not-found"]);
     poll("every pod gone", long, || {
         c.pods_of("")?.is_empty().then_some(())
     });
@@ -675,4 +696,43 @@ fn leader_loss(c: &Compose, tmp: &Path) {
     let mut args = vec!["delete", "namespace", "--wait=false"];
     args.extend(acked.iter().map(|(n, _)| n.as_str()));
     c.ok(&args);
+}
+
+/// examples/python against the compose cluster: nodes and pods listed, the
+/// seed's pod created from a dict and run by a real node.
+fn python_scripts(c: &Compose, tmp: &Path) {
+    let ready = run(Command::new("python3").args(["-c", "import grpc, grpc_tools"]))
+        .status
+        .success();
+    if !ready {
+        println!("RKUBE-SKIP: compose: python3 with grpcio and grpcio-tools is not installed (the Python examples)");
+        return;
+    }
+    let gen = tmp.join("python-gen");
+    let py = |script: &str, args: &[&str]| {
+        let o = run(Command::new("python3")
+            .arg(repo().join("examples/python").join(script))
+            .args(args)
+            .env("RKUBE_SERVER", c.servers())
+            .env("RKUBE_PY_GEN", &gen));
+        assert!(o.status.success(), "{script} failed: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = py("list_pods_nodes.py", &[]);
+    for n in ["wn1", "wn2", "wn3"] {
+        assert!(out.contains(&format!("{n}\tTrue")), "{out}");
+    }
+    let out = py("create_pod.py", &["py-pod"]);
+    assert!(out.contains("\"name\": \"py-pod\""), "{out}");
+    poll(
+        "py-pod Running (list_pods_nodes.py)",
+        Duration::from_secs(120),
+        || {
+            py("list_pods_nodes.py", &[])
+                .lines()
+                .any(|l| l.contains("py-pod") && l.contains("Running"))
+                .then_some(())
+        },
+    );
+    println!("compose: the Python examples listed the nodes and ran py-pod");
 }
