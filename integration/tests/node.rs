@@ -410,11 +410,35 @@ async fn pods_run_on_real_nodes_and_reach_each_other_without_nat() {
     }
     assert!(b.node(&home).http_get(&format!("http://{ip}/")).is_some());
 
+    // Restarting the runtime shim restarts no container either, and the
+    // kubelet goes on using the new shim.
+    for n in b.nodes.iter_mut() {
+        n.kill_shim();
+        n.spawn_shim();
+    }
+    b.create(pinned(
+        "after-shim",
+        "node-a",
+        json!([{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]),
+    ))
+    .await;
+    b.wait_running("after-shim").await;
+    for (pod, cname, id, restarts) in &ids {
+        let p = b.pod(pod).await.unwrap();
+        let cs = container(&p, cname).unwrap();
+        assert_eq!(
+            &cs.container_id, id,
+            "{pod}/{cname} was replaced after a shim restart"
+        );
+        assert_eq!(cs.restart_count, *restarts, "{pod}/{cname} restarted");
+    }
+    assert!(b.node(&home).http_get(&format!("http://{ip}/")).is_some());
+
     // Deleting everything leaves nothing behind on either node.
-    for n in ["nginx-pod", "echo", "client", "pair", "clash"] {
+    for n in ["nginx-pod", "echo", "client", "pair", "clash", "after-shim"] {
         b.delete(n).await;
     }
-    for n in ["nginx-pod", "echo", "client", "pair", "clash"] {
+    for n in ["nginx-pod", "echo", "client", "pair", "clash", "after-shim"] {
         b.wait_gone(n).await;
     }
     for n in &b.nodes {
