@@ -269,6 +269,41 @@ impl Drop for Compose {
     }
 }
 
+/// Takes down the projects of earlier runs of this test whose process is
+/// gone (killed before its Drop ran), so their networks and volumes do not
+/// pile up.
+fn remove_stale_projects(tool: &[String]) {
+    let o = run(Command::new("docker").args([
+        "ps",
+        "-a",
+        "--filter",
+        "label=com.docker.compose.project",
+        "--format",
+        "{{.Label \"com.docker.compose.project\"}}",
+    ]));
+    let mut projects: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|p| p.starts_with("rkube-e2e-"))
+        .map(String::from)
+        .collect();
+    projects.sort();
+    projects.dedup();
+    for p in projects {
+        let Some(pid) = p.split('-').nth(2).and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        eprintln!("compose: removing the stale project {p}");
+        let _ = run(Command::new(&tool[0])
+            .args(&tool[1..])
+            .args(["-p", &p, "-f"])
+            .arg(repo().join("docker-compose.yml"))
+            .args(["down", "-v", "--remove-orphans", "-t", "1"]));
+    }
+}
+
 /// Builds the images (debug binaries: no compile) and brings the cluster up
 /// on a /24 no other Docker network uses; waits until every container is
 /// healthy (all nodes Ready, DNS serving).
@@ -288,6 +323,7 @@ fn up() -> Option<Compose> {
     println!("compose: images ready in {:?}", t.elapsed());
 
     let tool = compose_tool();
+    remove_stale_projects(&tool);
     let pid = std::process::id();
     let mut attempt = 0;
     let c = loop {
