@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use rkube_api::manifest::decode_value;
 use rkube_api::proto::{object::Kind as Body, DeleteRequest, WatchRequest};
-use rkube_bench::{percentile, rss_kib};
+use rkube_bench::{percentile, pss_kib, rss_kib};
 use rkube_integration::nodes::{images_dir, LocalNode, NodeNet, NodeOptions};
 use rkube_integration::{Cluster, Options};
 use serde_json::json;
@@ -67,11 +67,13 @@ fn cgroup_rss_kib(path: &std::path::Path) -> u64 {
         / 1024
 }
 
-/// RSS of the node's helper processes (container monitors, pause), KiB.
-fn monitors_rss_kib(node: &LocalNode) -> u64 {
+/// Memory of the node's helper processes (container monitors, pause), KiB:
+/// (RSS sum, PSS sum). RSS counts the monitors' shared binary once per
+/// process; PSS divides shared pages among them.
+fn monitors_kib(node: &LocalNode) -> (u64, u64) {
     let needle = node.dir.path().display().to_string();
     let skip = [node.kubelet_pid(), node.shim_pid()];
-    let mut total = 0;
+    let (mut rss, mut pss) = (0, 0);
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.filter_map(Result::ok) {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -82,11 +84,12 @@ fn monitors_rss_kib(node: &LocalNode) -> u64 {
             }
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmd).contains(&needle) {
-                total += rss_kib(pid);
+                rss += rss_kib(pid);
+                pss += pss_kib(pid);
             }
         }
     }
-    total
+    (rss, pss)
 }
 
 async fn rkube(args: &Args) -> Result<()> {
@@ -215,12 +218,15 @@ async fn rkube(args: &Args) -> Result<()> {
         args.rate
     );
     let mut per_pod_monitor = 0.0;
+    let mut per_pod_monitor_pss = 0.0;
     let mut per_pod_cgroup = 0.0;
     for (n, (k0, s0)) in nodes.iter().zip(&base) {
         let k = rss_kib(n.kubelet_pid().unwrap());
         let s = rss_kib(n.shim_pid().unwrap());
         let pods_here = latencies.len() as f64 / nodes.len() as f64;
-        per_pod_monitor += monitors_rss_kib(n) as f64 / pods_here / nodes.len() as f64;
+        let (rss, pss) = monitors_kib(n);
+        per_pod_monitor += rss as f64 / pods_here / nodes.len() as f64;
+        per_pod_monitor_pss += pss as f64 / pods_here / nodes.len() as f64;
         per_pod_cgroup +=
             cgroup_rss_kib(&n.pods_memory_cgroup()) as f64 / pods_here / nodes.len() as f64;
         println!(
@@ -233,8 +239,9 @@ async fn rkube(args: &Args) -> Result<()> {
         );
     }
     println!(
-        "per running pod: monitors+pause {:.2} MiB, pod cgroup RSS (the pod's own processes) {:.2} MiB",
+        "per running pod: monitors+pause RSS {:.2} MiB (PSS {:.2} MiB), pod cgroup RSS (the pod's own processes) {:.2} MiB",
         per_pod_monitor / 1024.0,
+        per_pod_monitor_pss / 1024.0,
         per_pod_cgroup / 1024.0
     );
     // Clean up (the harness removes the rest when dropped).
