@@ -17,7 +17,8 @@
 //! - get: the stored value and its version, or NotFound.
 //!
 //! A write whose outcome is unknown may take effect at any point after it
-//! was invoked, or never.
+//! was invoked, or never; one refused with a promise that nothing was done
+//! ([`Output::Failed`]) never does.
 //!
 //! Before the search, [`check_history`] checks what needs no search: one
 //! revision per write and one write per revision, every value read was
@@ -72,6 +73,9 @@ pub enum Output {
     /// No answer that settles it (timeout, connection lost, "outcome
     /// unknown"): the write may take effect at any later time, or never.
     Unknown,
+    /// Refused with the server's promise that nothing was done (rkube's
+    /// `Unavailable`): no effect, in any state.
+    Failed,
 }
 
 /// One API call of a history.
@@ -225,7 +229,7 @@ impl Model for KeyModel<'_> {
             },
             (I::Get, O::Found { value, .. }) if *s == Some(*value) => vec![*s],
             (I::Get, O::NotFound) if s.is_none() => vec![None],
-            (I::Get, O::Unknown) => vec![*s],
+            (I::Get, O::Unknown) | (_, O::Failed) => vec![*s],
             _ => vec![],
         }
     }
@@ -982,6 +986,10 @@ mod tests {
                 5,
             );
         assert_rejected(&h, "another key's value");
+        let h = H::new()
+            .op(0, "a", Create { value: 1 }, Failed, 0, 1)
+            .op(1, "a", Get, Found { value: 1, revision: 3 }, 4, 5);
+        assert_rejected(&h, "a write refused with nothing done, then visible");
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct Event {
 pub struct Segment {
     pub from: Revision,
     pub events: Vec<Event>,
+    /// The watcher could not resume where it left off (the history it
+    /// needed was compacted: "too old") and relisted at `from`: changes
+    /// between the previous segment's last event and `from` may be missing.
+    pub relisted: bool,
 }
 
 /// Everything one watcher received. A watcher reopens its watch after an
@@ -372,6 +376,7 @@ pub fn check_watch(reference: &[Event], log: &WatchLog) -> Vec<String> {
         // None missing: everything committed after `from` up to where the
         // next segment resumed (or to where the watcher caught up).
         let end = match log.segments.get(i + 1) {
+            Some(next) if next.relisted => seg.events.last().map_or(seg.from, |e| e.revision),
             Some(next) => next.from,
             None => log.caught_up_to,
         };
@@ -470,10 +475,12 @@ mod tests {
                 Segment {
                     from: 4,
                     events: reference[..2].to_vec(),
+                    relisted: false,
                 },
                 Segment {
                     from: 6,
                     events: reference[2..].to_vec(),
+                    relisted: false,
                 },
             ],
             caught_up_to: 8,
@@ -493,6 +500,10 @@ mod tests {
         let mut failed = reference.clone();
         failed.push(ev(9, "b", EventType::Modified, 4));
         assert!(!check_reference(&failed, &ops).anomalies.is_empty());
+        // A write refused with "nothing done" was committed.
+        let mut refused_ops = ops.clone();
+        refused_ops[1].output = Failed;
+        assert!(!check_reference(&reference, &refused_ops).anomalies.is_empty());
         // A change nobody made.
         let mut phantom = reference.clone();
         phantom.push(ev(9, "c", EventType::Added, 99));
@@ -515,7 +526,11 @@ mod tests {
             segments,
             caught_up_to: 8,
         };
-        let seg = |from, events: Vec<Event>| Segment { from, events };
+        let seg = |from, events: Vec<Event>| Segment {
+            from,
+            events,
+            relisted: false,
+        };
         // Missing one (the delete).
         let missing = log(vec![seg(4, reference[..3].to_vec())]);
         let a = check_watch(&reference, &missing);
@@ -527,6 +542,10 @@ mod tests {
         ]);
         let a = check_watch(&reference, &gap);
         assert!(a.iter().any(|m| m.contains("missed")), "{a:?}");
+        // Unless it had to relist (too old): then the gap is legitimate.
+        let mut relisted = gap.clone();
+        relisted.segments[1].relisted = true;
+        assert_eq!(check_watch(&reference, &relisted), Vec::<String>::new());
         // Repeated at a reconnection.
         let dup = log(vec![
             seg(4, reference[..2].to_vec()),
