@@ -5,6 +5,7 @@
 //! --workspace --bins` first; the test script does). Every wait is a
 //! condition polled against a deadline, never a fixed sleep.
 
+pub mod nemesis;
 pub mod nodes;
 
 use rkube_api::client::Client;
@@ -86,6 +87,12 @@ pub struct Options {
     /// The address replicas listen on (a bridge address when nodes in
     /// network namespaces must reach them).
     pub host: String,
+    /// Per replica (by index), the address it listens on instead of
+    /// `host` (replicas in network namespaces of their own).
+    pub hosts: Vec<String>,
+    /// Per replica, the network namespace (`/run/netns/NAME`) it runs in;
+    /// empty or missing: the test's own.
+    pub netns: Vec<String>,
 }
 
 impl Default for Options {
@@ -98,6 +105,8 @@ impl Default for Options {
             tick_ms: 50,
             extra_args: Vec::new(),
             host: "127.0.0.1".into(),
+            hosts: Vec::new(),
+            netns: Vec::new(),
         }
     }
 }
@@ -123,7 +132,11 @@ impl Cluster {
         let replicas: Vec<Replica> = (1..=opts.replicas as u64)
             .map(|id| Replica {
                 id,
-                addr: format!("{}:{}", opts.host, free_port()),
+                addr: format!(
+                    "{}:{}",
+                    opts.hosts.get(id as usize - 1).unwrap_or(&opts.host),
+                    free_port()
+                ),
                 data_dir: dir.path().join(format!("cp{id}")),
                 child: None,
             })
@@ -148,8 +161,25 @@ impl Cluster {
 
     fn spawn(&mut self, i: usize) {
         let r = &self.replicas[i];
-        let log = std::fs::File::create(r.data_dir.with_extension("log")).ok();
-        let child = Command::new(bin("control-plane"))
+        // Appended to, so a restarted replica's log keeps the earlier run's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(r.data_dir.with_extension("log"))
+            .ok();
+        let mut cmd = match self.opts.netns.get(i).filter(|n| !n.is_empty()) {
+            // nsenter enters the namespace and execs: the child's pid is
+            // the replica's own (signals reach it directly).
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(bin("control-plane"));
+                c
+            }
+            None => Command::new(bin("control-plane")),
+        };
+        let child = cmd
             .args([
                 "--id",
                 &r.id.to_string(),
@@ -266,6 +296,38 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
         self.spawn(i);
+    }
+
+    /// Stops replica `i` with SIGSTOP (it keeps its sockets and answers
+    /// nothing) until [`Cluster::resume`].
+    pub fn pause(&mut self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        }
+    }
+
+    /// Continues a paused replica (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        }
+    }
+
+    /// Starts replica `i` again after [`Cluster::kill`] (or a failed
+    /// start), without waiting for it.
+    pub fn start_replica(&mut self, i: usize) {
+        if self.replicas[i].child.is_none() {
+            self.spawn(i);
+        }
+    }
+
+    /// Whether replica `i`'s process has exited, and how: `None` while it
+    /// runs (or was never started).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let c = self.replicas[i].child.as_mut()?;
+        let st = c.try_wait().ok().flatten()?;
+        self.replicas[i].child = None;
+        Some(st)
     }
 
     /// The process id of replica `i`, if running.
