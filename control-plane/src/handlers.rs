@@ -554,13 +554,23 @@ impl Handlers {
         let ns = effective_namespace(kind, obj.namespace());
         let name = obj.name().to_string();
         let precondition = parse_rv(obj.resource_version())?;
+        // This replica's state may be behind. A write made from it is safe
+        // (its transaction compares the mod revision), but a refusal made
+        // from it is not: NotFound or Conflict are answered only from state
+        // read after the leader confirmed it current (ReadIndex).
         let mut linearized = false;
         for _ in 0..16 {
-            let cur = self.current(kind, &ns, &name)?;
+            let cur = match self.current(kind, &ns, &name) {
+                Err(ApiError::NotFound(_)) if !linearized => {
+                    self.store.linearize().await?;
+                    linearized = true;
+                    continue;
+                }
+                r => r?,
+            };
             if let Some(rv) = precondition {
                 if rv != cur.mod_revision {
-                    if rv > cur.mod_revision && !linearized {
-                        // This replica may simply be behind.
+                    if !linearized {
                         self.store.linearize().await?;
                         linearized = true;
                         continue;
@@ -571,7 +581,9 @@ impl Handlers {
             let new = merge_update(&cur.object, obj.clone(), status_only);
             match self.try_write(kind, &cur, new, dry_run).await? {
                 Some(o) => return Ok(o),
-                None if precondition.is_some() => return Err(conflict(kind, &name)),
+                // Changed meanwhile: read again, current this time (gone:
+                // NotFound; another version: Conflict with a precondition,
+                // else a retry on it).
                 None => {
                     self.store.linearize().await?;
                     linearized = true;
@@ -596,6 +608,14 @@ impl Handlers {
             m.resource_version = cur.object.resource_version().to_string();
         }
         if unchanged == cur.object {
+            // Nothing to write, but the answer says `cur` is the current
+            // version, which a replica that is behind cannot know: confirm.
+            self.store.linearize().await?;
+            let key = kind.key(cur.object.namespace(), cur.object.name());
+            let now = self.store.state().get(&key).map(|s| s.mod_revision);
+            if now != Some(cur.mod_revision) {
+                return Ok(None);
+            }
             return Ok(Some(cur.object.clone()));
         }
         if let Some(m) = new.metadata_mut() {
@@ -703,10 +723,24 @@ impl Handlers {
             .transpose()?
             .flatten();
         let ns = effective_namespace(kind, namespace);
+        // As for update: refusals only from state confirmed current.
+        let mut linearized = false;
         for _ in 0..16 {
-            let cur = self.current(kind, &ns, name)?;
+            let cur = match self.current(kind, &ns, name) {
+                Err(ApiError::NotFound(_)) if !linearized => {
+                    self.store.linearize().await?;
+                    linearized = true;
+                    continue;
+                }
+                r => r?,
+            };
             if let Some(rv) = precondition {
                 if rv != cur.mod_revision {
+                    if !linearized {
+                        self.store.linearize().await?;
+                        linearized = true;
+                        continue;
+                    }
                     return Err(conflict(kind, name));
                 }
             }
@@ -719,10 +753,8 @@ impl Handlers {
             if let Some(o) = self.try_write(kind, &cur, new, false).await? {
                 return Ok(o);
             }
-            if precondition.is_some() {
-                return Err(conflict(kind, name));
-            }
             self.store.linearize().await?;
+            linearized = true;
         }
         Err(conflict(kind, name))
     }
@@ -785,11 +817,23 @@ impl Handlers {
         let pre = preconditions.unwrap_or_default();
         let pre_rv = parse_rv(&pre.resource_version)?;
         for attempt in 0..16 {
-            if attempt > 0 {
+            // The first attempt reads this replica's state, which may be
+            // behind: a refusal (NotFound, a failed precondition) waits for
+            // a retry on state the leader confirmed current.
+            let fresh = attempt > 0;
+            if fresh {
                 self.store.linearize().await?;
             }
-            let cur = self.current(kind, &ns, name)?;
+            let cur = match self.current(kind, &ns, name) {
+                Err(ApiError::NotFound(_)) if !fresh => continue,
+                r => r?,
+            };
             let meta = cur.object.metadata().cloned().unwrap_or_default();
+            let pre_fails = (!pre.uid.is_empty() && pre.uid != meta.uid)
+                || pre_rv.is_some_and(|rv| rv != cur.mod_revision);
+            if pre_fails && !fresh {
+                continue;
+            }
             if !pre.uid.is_empty() && pre.uid != meta.uid {
                 return Err(ApiError::Conflict(format!(
                     "Precondition failed: UID in precondition: {}, UID in object meta: {}",
@@ -891,9 +935,8 @@ impl Handlers {
                 }
                 return Ok(gone);
             }
-            if pre_rv.is_some() && r.failed_compare == 0 {
-                return Err(conflict(kind, name));
-            }
+            // Changed meanwhile: the next attempt reads it current (gone:
+            // NotFound; another version: the precondition fails).
         }
         Err(conflict(kind, name))
     }
@@ -924,12 +967,20 @@ impl Handlers {
         let precondition = parse_rv(resource_version)?;
         let ns = effective_namespace(kind, namespace);
         for attempt in 0..16 {
-            if attempt > 0 {
+            // Refusals only from state confirmed current (see delete).
+            let fresh = attempt > 0;
+            if fresh {
                 self.store.linearize().await?;
             }
-            let cur = self.current(kind, &ns, name)?;
+            let cur = match self.current(kind, &ns, name) {
+                Err(ApiError::NotFound(_)) if !fresh => continue,
+                r => r?,
+            };
             if let Some(rv) = precondition {
                 if rv != cur.mod_revision {
+                    if !fresh {
+                        continue;
+                    }
                     return Err(conflict(kind, name));
                 }
             }
@@ -951,9 +1002,6 @@ impl Handlers {
             if let Some(o) = self.try_write(kind, &cur, new, false).await? {
                 return to_scale(&o);
             }
-            if precondition.is_some() {
-                return Err(conflict(kind, name));
-            }
         }
         Err(conflict(kind, name))
     }
@@ -973,15 +1021,29 @@ impl Handlers {
         }
         let ns = effective_namespace(Kind::Pod, namespace);
         for attempt in 0..16 {
-            if attempt > 0 {
+            // Answers other than a write only from state confirmed current
+            // (see delete).
+            let fresh = attempt > 0;
+            if fresh {
                 self.store.linearize().await?;
             }
-            let cur = self.current(Kind::Pod, &ns, name)?;
+            let cur = match self.current(Kind::Pod, &ns, name) {
+                Err(ApiError::NotFound(_)) if !fresh => continue,
+                r => r?,
+            };
             let mut new = cur.object.clone();
             let Some(Body::Pod(pod)) = new.kind.as_mut() else {
                 return Err(ApiError::Internal("stored pod is not a pod".into()));
             };
             let meta = pod.metadata.clone().unwrap_or_default();
+            let bound = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
+            if !fresh
+                && ((!uid.is_empty() && meta.uid != uid)
+                    || bound
+                    || !meta.deletion_timestamp.is_empty())
+            {
+                continue;
+            }
             if !uid.is_empty() && meta.uid != uid {
                 return Err(ApiError::Conflict(format!(
                     "pod {name:?} has uid {}, not {uid}: it was replaced",
