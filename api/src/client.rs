@@ -7,6 +7,15 @@
 //! next. Other errors, including `DeadlineExceeded` for a write whose outcome
 //! is unknown, are returned to the caller, who alone knows whether a retry is
 //! safe.
+//!
+//! Reads fail over on any transport error. A write fails over only when it
+//! surely was not done: the server said `Unavailable`, or no connection
+//! could be made. A connection lost after the request went out (a replica
+//! killed or stopped mid-request, an answer lost) may have left the write
+//! done: the client answers `DeadlineExceeded` ("outcome unknown"), as the
+//! server does when a leader changes under a write, instead of retrying it
+//! elsewhere and reporting what the retry got (AlreadyExists for its own
+//! create, Conflict for its own update).
 
 use crate::proto::api_client::ApiClient;
 use crate::proto::*;
@@ -124,9 +133,31 @@ impl Client {
         stub_for(self.inner.channels[index % self.inner.channels.len()].clone())
     }
 
-    /// Runs `f` against the current replica, failing over on transport
-    /// errors and `Unavailable` until the failover timeout.
+    /// Runs a write `f` against the current replica, failing over (until
+    /// the failover timeout) only where it surely was not done: the server
+    /// said `Unavailable`, or no connection could be made. A transport error
+    /// after the request may have gone out answers `DeadlineExceeded`
+    /// (outcome unknown).
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    where
+        F: Fn(ApiClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_with(false, f).await
+    }
+
+    /// Runs a read `f` (safe to repeat) against the current replica,
+    /// failing over on transport errors and `Unavailable` until the
+    /// failover timeout.
+    pub async fn call_idempotent<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    where
+        F: Fn(ApiClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_with(true, f).await
+    }
+
+    async fn call_with<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, Status>
     where
         F: Fn(ApiClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -138,6 +169,14 @@ impl Client {
             let i = self.inner.current.load(Ordering::SeqCst) % n;
             match f(stub_for(self.inner.channels[i].clone())).await {
                 Ok(r) => return Ok(r.into_inner()),
+                Err(s) if retryable(&s) && !idempotent && !surely_not_done(&s) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "the connection to {} failed while the write was in flight ({}); \
+                         its outcome is unknown: read before retrying",
+                        self.inner.addresses[i],
+                        s.message()
+                    )));
+                }
                 Err(s) if retryable(&s) && Instant::now() < deadline => {
                     tracing::debug!(server = %self.inner.addresses[i], error = %s, "failing over");
                     let _ = self.inner.current.compare_exchange(
@@ -178,7 +217,7 @@ impl Client {
             name: name.into(),
             resource_version: String::new(),
         };
-        self.call(|mut c| {
+        self.call_idempotent(|mut c| {
             let req = req.clone();
             async move { c.get(req).await }
         })
@@ -186,7 +225,7 @@ impl Client {
     }
 
     pub async fn list(&self, req: ListRequest) -> Result<ObjectList, Status> {
-        self.call(|mut c| {
+        self.call_idempotent(|mut c| {
             let req = req.clone();
             async move { c.list(req).await }
         })
@@ -259,14 +298,14 @@ impl Client {
     }
 
     pub async fn cluster_status(&self) -> Result<ClusterStatusResponse, Status> {
-        self.call(|mut c| async move { c.cluster_status(ClusterStatusRequest {}).await })
+        self.call_idempotent(|mut c| async move { c.cluster_status(ClusterStatusRequest {}).await })
             .await
     }
 
     /// Opens a watch (on whichever replica answers); the caller resumes from
     /// the last revision it saw if the stream breaks.
     pub async fn watch(&self, req: WatchRequest) -> Result<tonic::Streaming<WatchEvent>, Status> {
-        self.call(|mut c| {
+        self.call_idempotent(|mut c| {
             let req = req.clone();
             async move { c.watch(req).await }
         })
@@ -280,7 +319,25 @@ fn stub_for(ch: Channel) -> ApiClient<Channel> {
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-/// Whether an error means "nothing happened, another replica may serve it".
+/// Whether a failed call surely did nothing: the server itself said
+/// `Unavailable` (its promise), or no connection could be made (the request
+/// never went out).
+pub fn surely_not_done(s: &Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    if source.is_none() {
+        return s.code() == Code::Unavailable;
+    }
+    while let Some(e) = source {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether an error means "no answer from this replica, another may serve
+/// it" (for a write, see also [`surely_not_done`]).
 pub fn retryable(s: &Status) -> bool {
     match s.code() {
         Code::Unavailable => true,

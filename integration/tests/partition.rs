@@ -111,3 +111,39 @@ async fn a_replica_cut_off_from_the_leader_gives_no_stale_answers() {
     let gone = stale.delete(delete("b", Some(b.resource_version()))).await;
     assert_eq!(value_of(&gone.unwrap()), Some(3));
 }
+
+/// A write whose answer is lost on the way back may well have been done:
+/// the client must say the outcome is unknown, not retry it on another
+/// replica and report what the retry got (AlreadyExists for its own
+/// create).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_whose_answer_is_lost_has_an_unknown_outcome() {
+    let Some(net) = ReplicaNet::create(3) else {
+        return;
+    };
+    let cluster = Cluster::start(net.options(Options::default())).await;
+    let client = cluster.client();
+    let target = 1;
+    client.prefer(target);
+    // An open connection to the target replica.
+    client.get("Namespace", "", "default").await.unwrap();
+    net.drop_answers(target);
+    let started = std::time::Instant::now();
+    let r = client.create(lease("default", "lost", 1, "")).await;
+    net.heal();
+    let stored = wait_for("the created lease", Duration::from_secs(30), || {
+        let c = cluster.client();
+        async move { c.get("Lease", "default", "lost").await.ok() }
+    })
+    .await;
+    assert_eq!(value_of(&stored), Some(1), "the create was done");
+    match r {
+        Err(s) if s.code() == Code::DeadlineExceeded => {
+            assert!(s.message().contains("unknown"), "{s:?}");
+        }
+        other => panic!(
+            "the create was done, but after {:?} the client answered {other:?}",
+            started.elapsed()
+        ),
+    }
+}
