@@ -5,8 +5,13 @@
 //! - `wal.log`: records `[len u32][crc32 u32][type u8][payload]`, little
 //!   endian; the CRC covers type and payload. Entries and HardStates are
 //!   appended and fsynced before anything that depends on them is sent or
-//!   acknowledged. A torn or corrupt tail (a crash mid-write) is cut off at
-//!   start; corruption before the tail refuses to start.
+//!   acknowledged. At start, a torn tail (a crash mid-write: the last record
+//!   incomplete, or with a sector that was never written) is cut off — it
+//!   was never fsynced, so nothing depending on it was acknowledged, and the
+//!   leader sends the entries again. Any other record that fails its
+//!   checksum (a record followed by valid ones, or a complete last record
+//!   with no sign of an interrupted write) is corruption of data that may
+//!   have been acknowledged: the replica refuses to start, saying where.
 //! - `snapshot.bin`: the latest snapshot (an `eraftpb.Snapshot`), replaced
 //!   atomically (write, fsync, rename, fsync directory).
 //!
@@ -176,6 +181,15 @@ impl DiskLog {
                         pos += used;
                     }
                     None => {
+                        if let Some(why) = corruption(&bytes, pos) {
+                            bail!(
+                                "{} is corrupt at offset {pos} of {} bytes: {why}; refusing to \
+                                 start rather than lose or serve acknowledged state: remove the \
+                                 data directory to rejoin from the peers",
+                                wal_path.display(),
+                                bytes.len()
+                            );
+                        }
                         // A torn write at the end: what follows was never
                         // acknowledged (we fsync before acknowledging).
                         tracing::warn!(
@@ -383,6 +397,56 @@ fn read_record(b: &[u8]) -> Option<(u8, &[u8], usize)> {
     Some((ty, payload, HEADER + len))
 }
 
+/// Disk sectors: a write interrupted by a crash leaves whole sectors
+/// unwritten (zeros), never half of one.
+const SECTOR: usize = 512;
+
+/// Why the bad record at `pos` of `wal` is corruption rather than a torn
+/// last write, or `None` when it is a torn write (safe to cut off).
+fn corruption(wal: &[u8], pos: usize) -> Option<String> {
+    // Anything valid after it: the bad record is in the middle.
+    let mut at = pos + 1;
+    while at + HEADER <= wal.len() {
+        if let Some((ty, _, _)) = read_record(&wal[at..]) {
+            if ty == REC_ENTRY || ty == REC_HARD_STATE {
+                return Some(format!(
+                    "a record fails its checksum and valid records follow it (at offset {at})"
+                ));
+            }
+        }
+        at += 1;
+    }
+    // Nothing valid follows: the bad region runs to the end. A write cut
+    // short by a crash ends in an incomplete record...
+    let mut at = pos;
+    while at < wal.len() {
+        if wal.len() - at < HEADER {
+            return None;
+        }
+        let len = u32::from_le_bytes(wal[at..at + 4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_RECORD || at + HEADER + len > wal.len() {
+            return None;
+        }
+        at += HEADER + len;
+    }
+    // ...or has whole sectors that were never written (zeros).
+    if wal[pos..].iter().all(|&b| b == 0) {
+        return None;
+    }
+    let mut start = pos.div_ceil(SECTOR) * SECTOR;
+    while start + SECTOR <= wal.len() {
+        if wal[start..start + SECTOR].iter().all(|&b| b == 0) {
+            return None;
+        }
+        start += SECTOR;
+    }
+    Some(format!(
+        "its last {} bytes fail their checksum but are complete records, with no unwritten \
+         sector: not an interrupted write",
+        wal.len() - pos
+    ))
+}
+
 fn check_framed(b: &[u8]) -> (&[u8], bool) {
     match read_record(b) {
         Some((_, payload, used)) if used == b.len() => (payload, true),
@@ -404,4 +468,168 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, size: usize) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = 1;
+        e.data = vec![index as u8 | 1; size].into();
+        e
+    }
+
+    /// A data directory with `n` entries (one record each) and a HardState
+    /// record; returns the record offsets.
+    fn write_log(dir: &Path, n: u64, size: usize) -> Vec<usize> {
+        let mut log = DiskLog::open(dir, &[1]).unwrap().log;
+        let mut offsets = Vec::new();
+        let mut at = std::fs::metadata(dir.join("wal.log")).unwrap().len() as usize;
+        for i in 1..=n {
+            log.append(&[entry(i, size)]).unwrap();
+            offsets.push(at);
+            at += log.buf.len();
+            log.sync().unwrap();
+        }
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.vote = 1;
+        hs.commit = n;
+        log.set_hard_state(&hs).unwrap();
+        offsets.push(at);
+        log.sync().unwrap();
+        offsets
+    }
+
+    fn wal(dir: &Path) -> Vec<u8> {
+        std::fs::read(dir.join("wal.log")).unwrap()
+    }
+
+    fn set_wal(dir: &Path, b: &[u8]) {
+        std::fs::write(dir.join("wal.log"), b).unwrap();
+    }
+
+    fn last_index(dir: &Path) -> Result<(u64, bool)> {
+        let r = DiskLog::open(dir, &[1])?;
+        Ok((r.log.storage().last_index().unwrap(), r.truncated_tail))
+    }
+
+    #[test]
+    fn an_intact_log_reopens_whole() {
+        let d = tempfile::tempdir().unwrap();
+        write_log(d.path(), 10, 100);
+        assert_eq!(last_index(d.path()).unwrap(), (10, false));
+        let hs = DiskLog::open(d.path(), &[1])
+            .unwrap()
+            .log
+            .storage()
+            .initial_state()
+            .unwrap();
+        assert_eq!(hs.hard_state.vote, 1);
+    }
+
+    #[test]
+    fn a_torn_last_write_is_cut_off() {
+        // Cut in the middle of the last record (the HardState), then of
+        // the last entry.
+        let d = tempfile::tempdir().unwrap();
+        let offs = write_log(d.path(), 10, 100);
+        let b = wal(d.path());
+        set_wal(d.path(), &b[..b.len() - 3]);
+        assert_eq!(last_index(d.path()).unwrap(), (10, true));
+        set_wal(d.path(), &b[..offs[9] + 20]);
+        assert_eq!(last_index(d.path()).unwrap(), (9, true));
+        // The cut is persistent: a second start finds a clean log.
+        assert_eq!(last_index(d.path()).unwrap(), (9, false));
+        // An incomplete header.
+        set_wal(d.path(), &b[..offs[9] + 4]);
+        assert_eq!(last_index(d.path()).unwrap(), (9, true));
+    }
+
+    #[test]
+    fn a_tail_of_zeros_is_a_torn_write() {
+        // The file grew but the data never reached the disk.
+        let d = tempfile::tempdir().unwrap();
+        write_log(d.path(), 10, 100);
+        let mut b = wal(d.path());
+        b.extend(std::iter::repeat_n(0u8, 4096));
+        set_wal(d.path(), &b);
+        assert_eq!(last_index(d.path()).unwrap(), (10, true));
+    }
+
+    #[test]
+    fn a_last_record_with_an_unwritten_sector_is_a_torn_write() {
+        let d = tempfile::tempdir().unwrap();
+        let offs = write_log(d.path(), 5, 3000);
+        // Drop the HardState record, then zero one whole sector inside the
+        // last entry's payload.
+        let mut b = wal(d.path());
+        b.truncate(offs[5]);
+        let first_sector = (offs[4] + HEADER).div_ceil(SECTOR) * SECTOR;
+        b[first_sector..first_sector + SECTOR].fill(0);
+        set_wal(d.path(), &b);
+        assert_eq!(last_index(d.path()).unwrap(), (4, true));
+    }
+
+    #[test]
+    fn a_corrupt_record_in_the_middle_refuses_to_start() {
+        // Before: the log was silently cut at the bad record, losing every
+        // later (fsynced, possibly acknowledged) entry and the vote.
+        let d = tempfile::tempdir().unwrap();
+        let offs = write_log(d.path(), 10, 100);
+        let mut b = wal(d.path());
+        b[offs[4] + HEADER + 10] ^= 0x40;
+        set_wal(d.path(), &b);
+        let e = last_index(d.path()).unwrap_err().to_string();
+        assert!(e.contains("corrupt at offset"), "{e}");
+        assert!(e.contains("valid records follow"), "{e}");
+        assert!(e.contains("refusing to start"), "{e}");
+        // Nothing was cut.
+        assert_eq!(wal(d.path()), b);
+        // A corrupt length field, too.
+        let mut b = wal(d.path());
+        b[offs[4] + HEADER + 10] ^= 0x40;
+        b[offs[4]..offs[4] + 4].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
+        set_wal(d.path(), &b);
+        let e = last_index(d.path()).unwrap_err().to_string();
+        assert!(e.contains("valid records follow"), "{e}");
+    }
+
+    #[test]
+    fn a_complete_last_record_that_fails_its_checksum_refuses_to_start() {
+        // Not the signature of an interrupted write: bit rot in the last
+        // record, which may hold an acknowledged entry or a vote.
+        let d = tempfile::tempdir().unwrap();
+        let offs = write_log(d.path(), 10, 100);
+        let mut b = wal(d.path());
+        b[offs[10] + HEADER + 1] ^= 0x01;
+        set_wal(d.path(), &b);
+        let e = last_index(d.path()).unwrap_err().to_string();
+        assert!(e.contains("fail their checksum but are complete"), "{e}");
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_refuses_to_start() {
+        let d = tempfile::tempdir().unwrap();
+        write_log(d.path(), 10, 100);
+        let mut log = DiskLog::open(d.path(), &[1]).unwrap().log;
+        let mut snap = Snapshot::default();
+        snap.set_data(vec![7u8; 1000].into());
+        snap.mut_metadata().index = 8;
+        snap.mut_metadata().term = 1;
+        snap.mut_metadata()
+            .set_conf_state(ConfState::from((vec![1], vec![])));
+        log.save_own_snapshot(snap, 2).unwrap();
+        drop(log);
+        assert_eq!(last_index(d.path()).unwrap().0, 10);
+        let p = d.path().join("snapshot.bin");
+        let mut b = std::fs::read(&p).unwrap();
+        b[HEADER + 500] ^= 0x10;
+        std::fs::write(&p, &b).unwrap();
+        let e = last_index(d.path()).unwrap_err().to_string();
+        assert!(e.contains("snapshot.bin is corrupt"), "{e}");
+    }
 }
