@@ -607,6 +607,27 @@ fn compose_cluster_walkthrough_and_node_loss() {
     c.running("nginx-rs-", 3, long);
     c.running("nginx-ds-", 2, long);
 
+    // `down` then `up` with the volumes kept: the containers are new, the
+    // state is the volumes'. Objects come back, nodes Ready, pods run.
+    let t = Instant::now();
+    let o = c.compose(&["down", "-t", "2"]);
+    assert!(o.status.success(), "compose down: {}", text(&o));
+    let o = c.compose(&["up", "-d"]);
+    assert!(o.status.success(), "compose up: {}", text(&o));
+    c.wait_healthy();
+    println!(
+        "compose: down + up with volumes kept, all healthy in {:?}",
+        t.elapsed()
+    );
+    for n in ["wn1", "wn2", "wn3"] {
+        poll(&format!("{n} Ready after down + up"), long, || {
+            c.node_ready(n).filter(|r| *r)
+        });
+    }
+    c.running("nginx-rc-", 4, long);
+    c.running("nginx-rs-", 3, long);
+    c.running("nginx-ds-", 2, long);
+
     // delete -f of every manifest: the objects and their pods are gone.
     for m in [
         "nginx-pod.yml",
