@@ -67,6 +67,12 @@ struct Args {
     /// late).
     #[arg(long, default_value_t = 40.0)]
     pod_gc_orphan_quarantine: f64,
+    /// Addresses for LoadBalancer Services: a range (172.28.5.200-172.28.5.250),
+    /// a CIDR or one address, on the nodes' network. Empty: LoadBalancer
+    /// Services stay pending (no external IP), as in Kubernetes without a
+    /// cloud provider.
+    #[arg(long, default_value = "")]
+    lb_pool: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +81,13 @@ fn main() -> anyhow::Result<()> {
     let peers = parse_peers(&args.peers)?;
     let pod_cidrs = CidrConfig::new(&args.cluster_cidr, args.node_cidr_mask_size)
         .map_err(anyhow::Error::msg)?;
+    let lb_pool = match args.lb_pool.trim() {
+        "" => None,
+        p => Some(
+            p.parse::<rkube_control_plane::controllers::loadbalancer::LbPool>()
+                .map_err(anyhow::Error::msg)?,
+        ),
+    };
     let listen = match args.listen {
         Some(l) => l,
         None => {
@@ -108,6 +121,7 @@ fn main() -> anyhow::Result<()> {
             pod_eviction_timeout: secs(args.pod_eviction_timeout),
             resync: secs(args.controller_resync.max(0.1)),
             orphan_quarantine: secs(args.pod_gc_orphan_quarantine),
+            lb_pool,
             ..Default::default()
         },
     };

@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod informer;
+pub mod loadbalancer;
 pub mod node_lifecycle;
 pub mod podgc;
 pub mod replication;
@@ -141,6 +142,9 @@ pub struct ControllerConfig {
     /// How long a pod bound to a node that does not exist is left alone
     /// before the pod garbage collector deletes it (Kubernetes: 40 s).
     pub orphan_quarantine: Duration,
+    /// Addresses for LoadBalancer Services (`--lb-pool`); `None`: they
+    /// stay pending.
+    pub lb_pool: Option<loadbalancer::LbPool>,
 }
 
 impl Default for ControllerConfig {
@@ -151,6 +155,7 @@ impl Default for ControllerConfig {
             resync: Duration::from_secs(30),
             workers: 4,
             orphan_quarantine: Duration::from_secs(40),
+            lb_pool: None,
         }
     }
 }
@@ -166,6 +171,7 @@ pub async fn run_all(handlers: Handlers, cfg: ControllerConfig) {
     endpoints::start(&informers, &cfg);
     gc::start(&informers, &cfg);
     podgc::start(&informers, &cfg);
+    loadbalancer::start(&informers, &cfg);
     tracing::info!("scheduler and controllers started");
     informers.run_forever().await
 }
