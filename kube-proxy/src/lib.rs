@@ -18,11 +18,12 @@
 //! - [`netns`], [`testbed`]: throwaway network namespaces, echo pods and the
 //!   proxy process, for the integration tests and the benchmark.
 //!
-//! LoadBalancer Services are served here as NodePorts (their `nodePort`s
-//! listen like any NodePort Service's); giving them an address in
-//! `status.loadBalancer.ingress` that spreads over the nodes is the job of
-//! a separate LoadBalancer controller, not built yet.
+//! - [`announce`]: LoadBalancer addresses (given by the control plane's
+//!   `--lb-pool` controller): which one Ready node announces each, by Lease;
+//!   that node puts the address on its interface and listens on
+//!   ingress-IP:port. Their `nodePort`s listen on every node as well.
 
+pub mod announce;
 pub mod balancer;
 pub mod cache;
 pub mod config;

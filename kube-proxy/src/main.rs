@@ -13,7 +13,7 @@ use rkube_kube_proxy::iface::ServiceInterface;
 use rkube_kube_proxy::metrics::{self, Metrics};
 use rkube_kube_proxy::proxier::Proxier;
 use rkube_kube_proxy::report::Reporter;
-use rkube_kube_proxy::{splice, sync};
+use rkube_kube_proxy::{announce, splice, sync};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +69,18 @@ struct Flags {
     /// Data-plane threads carrying traffic (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
+    /// How long a LoadBalancer address's Lease (kube-system/lb-<ip>) lasts
+    /// unrenewed before another Ready node takes the address over (renewed
+    /// every third of it).
+    #[arg(long, default_value = "10s", value_parser = config::parse_duration)]
+    lb_lease_duration: Duration,
+    /// The interface LoadBalancer addresses this node announces go on
+    /// (default: the one holding the Node's InternalIP).
+    #[arg(long)]
+    lb_interface: Option<String>,
+    /// Do not announce LoadBalancer addresses from this node.
+    #[arg(long)]
+    no_lb_announce: bool,
 }
 
 fn main() -> Result<()> {
@@ -150,7 +162,28 @@ async fn run(flags: Flags) -> Result<()> {
     );
 
     let shutdown = CancellationToken::new();
-    let sync_loop = tokio::spawn(sync::run(client, proxier, metrics, shutdown.clone()));
+    let (announced_tx, announced) = tokio::sync::watch::channel(Default::default());
+    if !flags.no_lb_announce {
+        tokio::spawn(announce::run(
+            client.clone(),
+            announce::AnnounceConfig {
+                node: node.clone(),
+                lease_duration: flags.lb_lease_duration.max(Duration::from_secs(1)),
+                interface: flags.lb_interface.clone(),
+            },
+            announced_tx,
+            shutdown.clone(),
+        ));
+    } else {
+        drop(announced_tx);
+    }
+    let sync_loop = tokio::spawn(sync::run(
+        client,
+        proxier,
+        metrics,
+        announced,
+        shutdown.clone(),
+    ));
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -112,9 +112,23 @@ struct ActivePort {
 impl ActivePort {
     /// Opens listeners the frontend wants and closes the others; failed
     /// ones are tried again.
-    fn reconcile_listeners(&mut self, nodeport_addresses: &[IpAddr], dataplane: &DataPlane) {
+    /// `announced`: the LoadBalancer addresses this node announces (it
+    /// listens on ingress-IP:port only for those).
+    fn reconcile_listeners(
+        &mut self,
+        nodeport_addresses: &[IpAddr],
+        announced: &BTreeSet<Ipv4Addr>,
+        dataplane: &DataPlane,
+    ) {
         let f = &self.spec.frontend;
         let mut wanted = BTreeSet::new();
+        for ip in f
+            .load_balancer_ips
+            .iter()
+            .filter(|ip| announced.contains(ip))
+        {
+            wanted.insert((SocketAddr::new(IpAddr::V4(*ip), f.port), f.protocol));
+        }
         if let Some(ip) = f.cluster_ip {
             wanted.insert((SocketAddr::new(IpAddr::V4(ip), f.port), f.protocol));
         }
@@ -163,6 +177,8 @@ pub struct Proxier {
     /// Per Service: its metadata (for Events) and the problems its spec and
     /// Endpoints had at the last sync.
     services: BTreeMap<String, (Service, Vec<Problem>)>,
+    /// LoadBalancer addresses this node announces now (see `announce`).
+    announced: BTreeSet<Ipv4Addr>,
 }
 
 impl Proxier {
@@ -194,6 +210,7 @@ impl Proxier {
             ports: BTreeMap::new(),
             addresses,
             services: BTreeMap::new(),
+            announced: BTreeSet::new(),
         }
     }
 
@@ -286,6 +303,39 @@ impl Proxier {
         self.report(key);
     }
 
+    /// Sets the LoadBalancer addresses this node announces: the ports
+    /// with those ingress addresses open (or close) their listeners.
+    pub fn set_announced(&mut self, announced: BTreeSet<Ipv4Addr>) {
+        if announced == self.announced {
+            return;
+        }
+        let changed: BTreeSet<Ipv4Addr> = announced
+            .symmetric_difference(&self.announced)
+            .copied()
+            .collect();
+        tracing::info!(announced = ?announced, "load-balancer addresses announced by this node");
+        self.announced = announced;
+        let mut services = BTreeSet::new();
+        for (k, p) in self.ports.iter_mut() {
+            if p.spec
+                .frontend
+                .load_balancer_ips
+                .iter()
+                .any(|ip| changed.contains(ip))
+            {
+                p.reconcile_listeners(
+                    &self.config.nodeport_addresses,
+                    &self.announced,
+                    &self.dataplane,
+                );
+                services.insert(k.service.clone());
+            }
+        }
+        for s in services {
+            self.report(&s);
+        }
+    }
+
     /// Tries failed listeners (and their addresses) again.
     pub async fn retry_failed(&mut self) {
         let failed: Vec<PortKey> = self
@@ -301,7 +351,11 @@ impl Proxier {
                 self.ensure_address(ip).await;
             }
             if let Some(p) = self.ports.get_mut(&k) {
-                p.reconcile_listeners(&self.config.nodeport_addresses, &self.dataplane);
+                p.reconcile_listeners(
+                    &self.config.nodeport_addresses,
+                    &self.announced,
+                    &self.dataplane,
+                );
                 if !p.has_failed_listeners() {
                     tracing::info!(port = %k, "listening now");
                 }
@@ -396,7 +450,11 @@ impl Proxier {
             live,
             listeners: BTreeMap::new(),
         };
-        port.reconcile_listeners(&self.config.nodeport_addresses, &self.dataplane);
+        port.reconcile_listeners(
+            &self.config.nodeport_addresses,
+            &self.announced,
+            &self.dataplane,
+        );
         self.ports.insert(port.spec.key.clone(), port);
     }
 
@@ -418,7 +476,11 @@ impl Proxier {
         tracing::info!(port = %spec.key, cluster_ip = ?spec.frontend.cluster_ip,
             port_number = spec.frontend.port, node_port = ?spec.frontend.node_port, "service port moved");
         port.spec.frontend = spec.frontend.clone();
-        port.reconcile_listeners(&self.config.nodeport_addresses, &self.dataplane);
+        port.reconcile_listeners(
+            &self.config.nodeport_addresses,
+            &self.announced,
+            &self.dataplane,
+        );
         self.rebalance_port(spec);
     }
 

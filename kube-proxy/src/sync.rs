@@ -13,6 +13,8 @@ use crate::metrics::Metrics;
 use crate::proxier::Proxier;
 use crate::watch;
 use rkube_api::client::Client;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -26,8 +28,10 @@ pub async fn run(
     client: Client,
     mut proxier: Proxier,
     metrics: Arc<Metrics>,
+    mut announced: tokio::sync::watch::Receiver<BTreeSet<Ipv4Addr>>,
     shutdown: CancellationToken,
 ) {
+    let mut announcer_alive = true;
     let (tx, mut rx) = mpsc::unbounded_channel();
     watch::spawn_all(client, tx);
     let mut cache = Cache::default();
@@ -58,6 +62,13 @@ pub async fn run(
                 }
                 metrics.synced();
             }
+            r = announced.changed(), if announcer_alive => match r {
+                Ok(()) => {
+                    let set = announced.borrow_and_update().clone();
+                    proxier.set_announced(set);
+                }
+                Err(_) => announcer_alive = false,
+            },
             _ = retry.tick() => proxier.retry_failed().await,
             _ = shutdown.cancelled() => break,
         }

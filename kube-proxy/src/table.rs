@@ -79,6 +79,9 @@ pub struct Frontend {
     pub cluster_ip: Option<Ipv4Addr>,
     pub port: u16,
     pub node_port: Option<u16>,
+    /// A LoadBalancer Service's `status.loadBalancer.ingress` addresses:
+    /// listened on (ingress-IP:port) only by the node announcing them.
+    pub load_balancer_ips: Vec<Ipv4Addr>,
 }
 
 /// Where a service port sends traffic, and how it chooses.
@@ -169,6 +172,11 @@ pub fn service_ports(
         }
     };
     let node_ports_wanted = spec.r#type == "NodePort" || spec.r#type == "LoadBalancer";
+    let load_balancer_ips = if spec.r#type == "LoadBalancer" {
+        ingress_ips(svc)
+    } else {
+        Vec::new()
+    };
     let annotations = svc.metadata.as_ref().map(|m| &m.annotations);
     let policy = match annotations.and_then(|a| a.get(POLICY_ANNOTATION)) {
         None => cfg.default_policy,
@@ -255,6 +263,7 @@ pub fn service_ports(
                 cluster_ip,
                 port,
                 node_port,
+                load_balancer_ips: load_balancer_ips.clone(),
             },
             backends: Backends {
                 endpoints,
@@ -264,6 +273,24 @@ pub fn service_ports(
         });
     }
     (ports, problems)
+}
+
+/// The IPv4 addresses of a Service's `status.loadBalancer.ingress`.
+pub fn ingress_ips(svc: &Service) -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .map(|lb| {
+            lb.ingress
+                .iter()
+                .filter_map(|i| i.ip.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// The outcome of matching a service port to an Endpoints object.
@@ -522,6 +549,7 @@ mod tests {
                 cluster_ip: Some(Ipv4Addr::new(10, 96, 0, 20)),
                 port: 53,
                 node_port: Some(30053),
+                load_balancer_ips: vec![],
             }
         );
         // A ClusterIP Service ignores a stale nodePort.
