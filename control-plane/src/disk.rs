@@ -127,8 +127,9 @@ impl DiskLog {
             let (payload, ok) = check_framed(&bytes);
             if !ok {
                 bail!(
-                    "{} is corrupt (checksum mismatch); refusing to start: remove the data \
-                     directory to rejoin from peers",
+                    "{} is corrupt (checksum mismatch); refusing to start rather than serve \
+                     corrupted state: restore the data directory from a backup (an emptied one \
+                     cannot rejoin as the same member)",
                     snap_path.display()
                 );
             }
@@ -184,8 +185,9 @@ impl DiskLog {
                         if let Some(why) = corruption(&bytes, pos) {
                             bail!(
                                 "{} is corrupt at offset {pos} of {} bytes: {why}; refusing to \
-                                 start rather than lose or serve acknowledged state: remove the \
-                                 data directory to rejoin from the peers",
+                                 start rather than lose or serve acknowledged state: restore the \
+                                 data directory from a backup (an emptied one cannot rejoin as \
+                                 the same member)",
                                 wal_path.display(),
                                 bytes.len()
                             );

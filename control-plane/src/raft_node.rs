@@ -14,7 +14,7 @@ use crate::transport::Transport;
 use anyhow::{Context, Result};
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, Snapshot};
+use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, MessageType, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
 use rkube_api::proto::internal::{Proposal, TxnResult};
 use std::collections::HashMap;
@@ -180,11 +180,20 @@ pub fn start(
     let handle = std::thread::Builder::new()
         .name("raft".into())
         .spawn(move || {
-            if let Err(e) = driver.run(rx) {
-                // A disk or state error: this replica must not go on serving
-                // possibly wrong state.
-                tracing::error!(error = ?e, "raft driver failed; exiting");
-                std::process::exit(70);
+            // A disk or state error, or a panic in raft-rs: this replica
+            // must not go on serving (local reads, watches) without its
+            // driver.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run(rx))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = ?e, "raft driver failed; exiting");
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(70);
+                }
+                Err(_) => {
+                    tracing::error!("raft driver panicked; exiting");
+                    std::process::exit(70);
+                }
             }
         })?;
     Ok((shared, handle))
@@ -197,7 +206,7 @@ impl Driver {
             let wait = self.cfg.tick.saturating_sub(last_tick.elapsed());
             match rx.recv_timeout(wait) {
                 Ok(Command::Shutdown) => return Ok(()),
-                Ok(cmd) => self.handle(cmd),
+                Ok(cmd) => self.handle(cmd)?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
@@ -205,7 +214,7 @@ impl Driver {
             for _ in 0..8192 {
                 match rx.try_recv() {
                     Ok(Command::Shutdown) => return Ok(()),
-                    Ok(cmd) => self.handle(cmd),
+                    Ok(cmd) => self.handle(cmd)?,
                     Err(_) => break,
                 }
             }
@@ -219,7 +228,7 @@ impl Driver {
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) -> Result<()> {
         match cmd {
             Command::Propose {
                 request_id,
@@ -230,7 +239,7 @@ impl Driver {
                     let _ = reply.send(Err(StoreError::Unavailable(
                         "no control-plane leader is known yet (election in progress); retry".into(),
                     )));
-                    return;
+                    return Ok(());
                 }
                 match self.node.propose(vec![], data) {
                     Ok(()) => {
@@ -245,6 +254,25 @@ impl Driver {
             }
             Command::ReadIndex { reply } => self.new_reads.push(reply),
             Command::Step(m) => {
+                // A leader's heartbeat commits only what it knows this
+                // replica stored (acknowledged after an fsync). Beyond our
+                // log, this data directory lost acknowledged entries (it was
+                // emptied or replaced): Raft cannot take this replica back
+                // as the same member (its lost votes and entries count in
+                // quorums). raft-rs would panic; stop and say why.
+                let last = self.node.raft.raft_log.last_index();
+                if m.get_msg_type() == MessageType::MsgHeartbeat && m.commit > last {
+                    anyhow::bail!(
+                        "replica {} lost entries it had acknowledged: the leader (replica {}) \
+                         knows entries up to index {} are stored here, but the log in {} ends \
+                         at {last}; its data directory was emptied, replaced or damaged. It \
+                         cannot rejoin as the same member: restore the data directory",
+                        self.id,
+                        m.from,
+                        m.commit,
+                        self.cfg.data_dir.display()
+                    );
+                }
                 if let Err(e) = self.node.step(*m) {
                     tracing::debug!(error = %e, "dropping raft message");
                 }
@@ -263,6 +291,7 @@ impl Driver {
             }
             Command::Shutdown => {}
         }
+        Ok(())
     }
 
     /// One ReadIndex round for every read that arrived in this iteration.
