@@ -82,6 +82,12 @@ impl DnsHandler {
         &self.metrics
     }
 
+    /// The index's generation: an answer from the index stays right until
+    /// it changes.
+    pub fn generation(&self) -> u64 {
+        self.index.read().generation()
+    }
+
     /// Decides the reply without touching the network (except to forward).
     async fn reply(&self, request: &Request) -> Reply {
         if request.metadata.op_code != OpCode::Query {

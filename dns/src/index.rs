@@ -192,6 +192,9 @@ pub struct NameIndex {
     nodes: HashMap<LowerName, Node>,
     sources: HashMap<Source, Vec<Entry>>,
     ready: bool,
+    /// Bumped by every change: answers computed at one generation (the UDP
+    /// path's packet cache) are valid until it moves.
+    generation: u64,
 }
 
 /// How many CNAMEs inside the zone one answer follows.
@@ -229,6 +232,7 @@ impl NameIndex {
             nodes: HashMap::new(),
             sources: HashMap::new(),
             ready: false,
+            generation: 0,
             config,
         };
         let mut zone = vec![
@@ -262,6 +266,12 @@ impl NameIndex {
 
     pub fn set_ready(&mut self, ready: bool) {
         self.ready = ready;
+        self.generation += 1;
+    }
+
+    /// Changes so far (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Names held (including empty non-terminals).
@@ -276,6 +286,7 @@ impl NameIndex {
 
     /// Replaces everything `source` claims. Returns whether anything changed.
     pub fn set(&mut self, source: Source, entries: Vec<Entry>) -> bool {
+        self.generation += 1;
         let old = self.sources.remove(&source).unwrap_or_default();
         if old == entries {
             if !old.is_empty() {

@@ -10,6 +10,13 @@
 //! loop polls it once, with no task and no channel; only a query that must
 //! wait (forwarding upstream) is spawned — bounded by the forwarder's
 //! in-flight limit — and sends its answer itself when it is ready.
+//!
+//! Each loop keeps a packet cache: the wire answer to a query, keyed by the
+//! query's bytes after its ID, valid while the index's generation is the
+//! one it was computed at (every watch event that changes the index moves
+//! it). An answer from the index depends on nothing but the query's bytes
+//! and the index, so a hit is the same answer with the query's ID, without
+//! parsing or encoding. Forwarded answers are never cached.
 
 use crate::handler::DnsHandler;
 use crate::mmsg::{self, RecvBatch};
@@ -22,6 +29,7 @@ use hickory_server::net::NetError;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -35,6 +43,80 @@ use tokio::net::UdpSocket;
 const RECV_BUFFER: usize = 4096;
 
 type Datagram = (Vec<u8>, SocketAddr);
+
+/// Entries per loop before the cache starts over.
+const CACHE_ENTRIES: usize = 16_384;
+/// Larger queries are not cached (they carry options worth parsing).
+const CACHE_MAX_QUERY: usize = 512;
+
+struct Cached {
+    generation: u64,
+    /// The answer, with the first query's ID.
+    answer: Box<[u8]>,
+    qtype: Option<hickory_proto::rr::RecordType>,
+    rcode: ResponseCode,
+}
+
+/// Wire answers by query bytes (after the ID); see the module doc.
+#[derive(Default)]
+struct PacketCache {
+    map: HashMap<Box<[u8]>, Cached>,
+}
+
+impl PacketCache {
+    /// The answer to `query` at `generation`, with the query's ID.
+    fn get(&self, query: &[u8], generation: u64) -> Option<(Vec<u8>, &Cached)> {
+        let c = self.map.get(&query[2..])?;
+        if c.generation != generation {
+            return None;
+        }
+        let mut answer = c.answer.to_vec();
+        answer[..2].copy_from_slice(&query[..2]);
+        Some((answer, c))
+    }
+
+    fn put(&mut self, query: &[u8], answer: Vec<u8>, generation: u64) {
+        if answer.len() < 12 {
+            return;
+        }
+        if self.map.len() >= CACHE_ENTRIES {
+            self.map.clear();
+        }
+        let rcode = ResponseCode::from(0, answer[3] & 0x0f);
+        let qtype = question_type(query).map(hickory_proto::rr::RecordType::from);
+        self.map.insert(
+            query[2..].into(),
+            Cached {
+                generation,
+                answer: answer.into_boxed_slice(),
+                qtype,
+                rcode,
+            },
+        );
+    }
+}
+
+/// The QTYPE of a message's first question (None if it has none or is cut).
+fn question_type(msg: &[u8]) -> Option<u16> {
+    if msg.len() < 12 || u16::from_be_bytes([msg[4], msg[5]]) == 0 {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = *msg.get(i)? as usize;
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        if len & 0xc0 != 0 {
+            // A compression pointer ends the name.
+            i += 2;
+            break;
+        }
+        i += 1 + len;
+    }
+    Some(u16::from_be_bytes([*msg.get(i)?, *msg.get(i + 1)?]))
+}
 
 /// Answers produced while a batch is being handled, sent together after it.
 #[derive(Default)]
@@ -72,6 +154,7 @@ impl Outbox {
 pub async fn serve(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
     let mut batch = RecvBatch::new(RECV_BUFFER);
     let outbox = Arc::new(Outbox::default());
+    let mut cache = PacketCache::default();
     let mut answers: Vec<Datagram> = Vec::with_capacity(mmsg::BATCH);
     loop {
         let n = match batch.recv(&socket).await {
@@ -86,12 +169,13 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
             }
         };
         outbox.open();
+        let generation = handler.generation();
         for i in 0..n {
             let (bytes, src) = batch.get(i);
             match src {
-                Some(src) if src.port() != 0 && !src.ip().is_unspecified() => {
-                    handle(bytes, src, &socket, &handler, &outbox)
-                }
+                Some(src) if src.port() != 0 && !src.ip().is_unspecified() => handle(
+                    bytes, src, &socket, &handler, &outbox, &mut cache, generation,
+                ),
                 _ => {}
             }
         }
@@ -109,8 +193,21 @@ fn handle(
     socket: &Arc<UdpSocket>,
     handler: &Arc<DnsHandler>,
     outbox: &Arc<Outbox>,
+    cache: &mut PacketCache,
+    generation: u64,
 ) {
     let start = Instant::now();
+    let cacheable = bytes.len() >= 12 && bytes.len() <= CACHE_MAX_QUERY;
+    if cacheable {
+        if let Some((answer, c)) = cache.get(bytes, generation) {
+            let (qtype, rcode) = (c.qtype, c.rcode);
+            if let Some(d) = outbox.offer((answer, src)) {
+                let _ = socket.try_send_to(&d.0, d.1);
+            }
+            handler.metrics().observe(qtype, rcode, start.elapsed());
+            return;
+        }
+    }
     let request = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
         Ok(r) => r,
         Err(e) => {
@@ -128,10 +225,12 @@ fn handle(
     if request.metadata.message_type != MessageType::Query {
         return;
     }
+    let capture = cacheable.then(|| Arc::new(Mutex::new(None)));
     let responder = UdpResponder {
         socket: socket.clone(),
         outbox: outbox.clone(),
         dst: src,
+        capture: capture.clone(),
     };
     let handler = handler.clone();
     let mut answer: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
@@ -147,7 +246,10 @@ fn handle(
         .poll(&mut Context::from_waker(Waker::noop()))
         == Poll::Pending
     {
+        // Forwarded: never cached.
         tokio::spawn(answer);
+    } else if let Some(bytes_out) = capture.and_then(|c| c.lock().take()) {
+        cache.put(bytes, bytes_out, generation);
     }
 }
 
@@ -189,6 +291,9 @@ struct UdpResponder {
     socket: Arc<UdpSocket>,
     outbox: Arc<Outbox>,
     dst: SocketAddr,
+    /// Where an answer completed at the first poll is copied for the
+    /// packet cache.
+    capture: Option<Arc<Mutex<Option<Vec<u8>>>>>,
 }
 
 #[async_trait::async_trait]
@@ -224,6 +329,9 @@ impl ResponseHandler for UdpResponder {
                 })
             }
         };
+        if let Some(c) = &self.capture {
+            *c.lock() = Some(buf.clone());
+        }
         if let Some((buf, dst)) = self.outbox.offer((buf, self.dst)) {
             self.socket.send_to(&buf, dst).await?;
         }
@@ -234,6 +342,41 @@ impl ResponseHandler for UdpResponder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A query for `a.b` type A with id `id`.
+    fn query(id: u16) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q.extend_from_slice(&[1, b'a', 1, b'b', 0, 0, 1, 0, 1]);
+        q
+    }
+
+    #[test]
+    fn packet_cache_answers_with_the_query_id_until_the_generation_moves() {
+        let mut cache = PacketCache::default();
+        let mut answer = query(7);
+        answer[2] |= 0x80; // QR
+        answer[3] = 0x03; // NXDOMAIN
+        cache.put(&query(7), answer.clone(), 1);
+        let (hit, c) = cache.get(&query(0x1234), 1).expect("a hit");
+        assert_eq!(&hit[..2], &[0x12, 0x34]);
+        assert_eq!(&hit[2..], &answer[2..]);
+        assert_eq!(c.rcode, ResponseCode::NXDomain);
+        assert_eq!(c.qtype, Some(hickory_proto::rr::RecordType::A));
+        assert!(cache.get(&query(1), 2).is_none(), "a new generation misses");
+        let mut other = query(7);
+        other[14] = b'c';
+        assert!(cache.get(&other, 1).is_none(), "another name misses");
+    }
+
+    #[test]
+    fn question_type_reads_past_the_name() {
+        assert_eq!(question_type(&query(1)), Some(1));
+        assert_eq!(question_type(&query(1)[..14]), None);
+        let mut none = query(1);
+        none[5] = 0;
+        assert_eq!(question_type(&none), None);
+    }
 
     #[test]
     fn format_errors_echo_the_id_and_skip_short_messages_and_responses() {
