@@ -13,6 +13,7 @@
 //!
 //! Skips (`RKUBE-SKIP: compose: <why>`) only when Docker is absent.
 
+use rkube_integration::nodes::http_get_now;
 use rkube_integration::{bin, seed_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -519,6 +520,40 @@ fn compose_cluster_walkthrough_and_node_loss() {
     );
     println!("compose: nginx-svc ({svc_ip}) reached by name from a pod");
 
+    // A LoadBalancer Service over the RC's pods: an address of the pool
+    // (.200-.250), announced by one worker, reached from the host.
+    let lb = tmp.path().join("lb.yml");
+    std::fs::write(
+        &lb,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: nginx-lb\nspec:\n  type: LoadBalancer\n  selector:\n    app: nginx-app\n  ports:\n  - port: 80\n",
+    )
+    .unwrap();
+    c.ok(&["create", "-f", lb.to_str().unwrap()]);
+    let lb_ip = poll("nginx-lb gets an external IP", long, || {
+        let o = c.rkubectl(&["get", "svc", "nginx-lb", "-o", "json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+        v["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .map(str::to_string)
+    });
+    let last: u8 = lb_ip.rsplit('.').next().unwrap().parse().unwrap();
+    assert!(
+        lb_ip.starts_with(&format!("{}.", c.net)) && (200..=250).contains(&last),
+        "{lb_ip} is not in the pool"
+    );
+    let lb_url = format!("http://{lb_ip}/");
+    poll("nginx-lb answering from the host", long, || {
+        http_get_now(&lb_url)
+            .ok()
+            .filter(|p| p.contains("Welcome to nginx!"))
+    });
+    let row = c.ok(&["get", "svc", "nginx-lb"]);
+    assert!(row.contains(&lb_ip), "EXTERNAL-IP: {row}");
+    let lb_holder = poll("the nginx-lb address announced", long, || {
+        lease_holder(&c, &lb_ip)
+    });
+    println!("compose: nginx-lb at {lb_ip} (announced by {lb_holder}) reached from the host");
+
     // The Python gRPC examples against the cluster.
     python_scripts(&c, tmp.path());
 
@@ -526,11 +561,8 @@ fn compose_cluster_walkthrough_and_node_loss() {
     // the other nodes; DaemonSet pods are not duplicated.
     c.ok(&["scale", "rc", "nginx-rc", "--replicas=6"]);
     let six = c.running("nginx-rc-", 6, long);
-    let victim = if six.iter().any(|p| p.node == "wn2") {
-        "wn2".to_string()
-    } else {
-        six[0].node.clone()
-    };
+    // The worker announcing nginx-lb's address: its loss moves that too.
+    let victim = lb_holder.clone();
     let victim_id = c.container(&victim);
     let lost: Vec<String> = six
         .iter()
@@ -540,6 +572,18 @@ fn compose_cluster_walkthrough_and_node_loss() {
     let killed = Instant::now();
     let o = run(Command::new("docker").args(["kill", &victim_id]));
     assert!(o.status.success(), "docker kill: {}", text(&o));
+    let new_holder = poll("nginx-lb announced by another node", long, || {
+        lease_holder(&c, &lb_ip).filter(|h| *h != victim)
+    });
+    poll("nginx-lb answering from the host again", long, || {
+        http_get_now(&lb_url)
+            .ok()
+            .filter(|p| p.contains("Welcome to nginx!"))
+    });
+    println!(
+        "compose: nginx-lb taken over by {new_holder}, answering {:?} after docker kill of {victim}",
+        killed.elapsed()
+    );
     poll(&format!("{victim} not Ready"), long, || {
         (c.node_ready(&victim)? == false).then_some(())
     });
@@ -654,6 +698,24 @@ fn compose_cluster_walkthrough_and_node_loss() {
 }
 
 /// The leader's service name (cpN), from `rkubectl cluster-info`.
+/// The node holding a LoadBalancer address's Lease.
+fn lease_holder(c: &Compose, ip: &str) -> Option<String> {
+    let o = c.rkubectl(&[
+        "get",
+        "lease",
+        &format!("lb-{ip}"),
+        "-n",
+        "kube-system",
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).ok()?;
+    v["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
 fn leader(c: &Compose) -> Option<String> {
     let o = c.rkubectl(&["cluster-info"]);
     String::from_utf8_lossy(&o.stdout)
