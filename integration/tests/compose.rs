@@ -5,8 +5,10 @@
 //! the host (nginx pod answering on its pod IP from another node container,
 //! RC scaled to 6 and 2, RS with matchExpressions, both DaemonSets on
 //! labelled nodes, a Service reached by name through the cluster DNS from a
-//! busybox pod, -o wide/yaml, --show-labels, -l, describe, delete -f), and a
-//! worker node killed with `docker kill` (its RC pods recreated on the other
+//! busybox pod, -o wide/yaml, --show-labels, -l, describe, delete -f), a
+//! LoadBalancer Service reached from the host at its pool address, and the
+//! worker announcing it killed with `docker kill` (the address answers again
+//! through another worker, its RC pods recreated on the other
 //! nodes, DaemonSet pods not duplicated) and brought back with `docker
 //! start` (Ready again, its stale pods cleaned). The project is torn down at
 //! the end, also on failure (Drop).
