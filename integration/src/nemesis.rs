@@ -9,8 +9,9 @@
 //! to cut a replica off from everyone. Kills (SIGKILL), pauses (SIGSTOP /
 //! SIGCONT) and restarts go through [`crate::Cluster`].
 //!
-//! [`Workload`] runs clients that create, update (with and without a
-//! resourceVersion precondition), get and delete Leases in one namespace,
+//! [`Workload`] runs clients that create, update and patch (with and
+//! without a resourceVersion precondition), get, list and delete Leases in
+//! one namespace,
 //! each write storing a value unique to it, and records every call's
 //! invocation and answer; watchers record what their watches deliver,
 //! reopening them after errors where they left off.
@@ -19,7 +20,7 @@ use crate::{Cluster, Options};
 use rkube_api::client::Client;
 use rkube_api::proto::{
     object::Kind as Body, DeleteRequest, Lease, LeaseSpec, ListRequest, Namespace, ObjectMeta,
-    Preconditions, WatchRequest,
+    PatchRequest, Preconditions, WatchRequest,
 };
 use rkube_api::Object;
 use rkube_linearizability::kv::{Input, KvOp, Output, Revision, Value};
@@ -333,6 +334,10 @@ pub struct Tally {
     pub unknown: u64,
     pub refused: u64,
     pub read_errors: u64,
+    /// Lists (each recorded as a read of every key) and merge patches
+    /// (recorded as updates) among the calls.
+    pub lists: u64,
+    pub patches: u64,
     /// Answers that fit no category (printed).
     pub odd: Vec<String>,
 }
@@ -532,10 +537,43 @@ async fn record(
     input: Input,
     seen: &mut HashMap<String, Revision>,
 ) -> bool {
+    record_as(sh, client, client_id, key, input, false, seen).await
+}
+
+/// As [`record`]; `patch`: an update made as a JSON merge patch (same
+/// semantics, the Patch verb's code path).
+async fn record_as(
+    sh: &Shared,
+    client: &Client,
+    client_id: u64,
+    key: &str,
+    input: Input,
+    patch: bool,
+    seen: &mut HashMap<String, Revision>,
+) -> bool {
     let ns = sh.opts.namespace.as_str();
     let call = sh.now();
     let fut = async {
         match &input {
+            Input::Update {
+                value,
+                precondition,
+            } if patch => {
+                let mut doc = serde_json::json!({"spec": {"holderIdentity": format!("v{value}")}});
+                if let Some(p) = precondition {
+                    doc["metadata"] = serde_json::json!({"resourceVersion": p.to_string()});
+                }
+                client
+                    .patch(PatchRequest {
+                        kind: "Lease".into(),
+                        namespace: ns.into(),
+                        name: key.into(),
+                        patch_type: "merge".into(),
+                        patch: doc.to_string(),
+                        status: false,
+                    })
+                    .await
+            }
             Input::Create { value } => client.create(lease(ns, key, *value, "")).await,
             Input::Update {
                 value,
@@ -624,6 +662,9 @@ async fn record(
     };
     {
         let mut t = sh.tally.lock().unwrap();
+        if patch {
+            t.patches += 1;
+        }
         match &output {
             Output::Written { .. } | Output::Deleted { .. } | Output::Found { .. } => t.ok += 1,
             Output::Unknown => t.unknown += 1,
@@ -651,6 +692,62 @@ async fn record(
     true
 }
 
+/// Lists the namespace's Leases and records the answer as one read of
+/// every key at once (found or not found), all with the list's interval: a
+/// linearizable list reads every key at one point inside it.
+async fn record_list(
+    sh: &Shared,
+    client: &Client,
+    client_id: u64,
+    seen: &mut HashMap<String, Revision>,
+) {
+    let call = sh.now();
+    let answer = tokio::time::timeout(
+        sh.opts.call_timeout,
+        client.list(ListRequest {
+            kind: "Lease".into(),
+            namespace: sh.opts.namespace.clone(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let ret = sh.now();
+    let Ok(Ok(list)) = answer else {
+        sh.tally.lock().unwrap().read_errors += 1;
+        return;
+    };
+    let found: HashMap<String, (Value, Revision)> = list
+        .items
+        .iter()
+        .filter_map(|o| Some((o.name().to_string(), (value_of(o)?, revision_of(o)))))
+        .collect();
+    let mut ops = sh.ops.lock().unwrap();
+    for k in 0..sh.opts.keys {
+        let key = format!("k{k}");
+        let output = match found.get(&key) {
+            Some(&(value, revision)) => {
+                seen.insert(key.clone(), revision);
+                Output::Found { value, revision }
+            }
+            None => {
+                seen.remove(&key);
+                Output::NotFound
+            }
+        };
+        ops.push(KvOp {
+            client: client_id,
+            key,
+            input: Input::Get,
+            output,
+            call,
+            ret,
+        });
+    }
+    let mut t = sh.tally.lock().unwrap();
+    t.ok += 1;
+    t.lists += 1;
+}
+
 async fn client_loop(sh: Arc<Shared>, id: u64) {
     let client = Client::from_list(&sh.addresses)
         .expect("client")
@@ -665,7 +762,12 @@ async fn client_loop(sh: Arc<Shared>, id: u64) {
         let key = format!("k{}", rand::random::<usize>() % sh.opts.keys);
         let known = seen.get(&key).copied();
         let value = sh.next_value.fetch_add(1, Ordering::SeqCst);
-        let input = match rand::random::<u32>() % 20 {
+        let dice = rand::random::<u32>() % 40;
+        if dice == 0 {
+            record_list(&sh, &client, id, &mut seen).await;
+            continue;
+        }
+        let input = match dice / 2 {
             0..=6 => Input::Get,
             7..=9 => Input::Create { value },
             10..=14 if known.is_some() => Input::Update {
@@ -681,7 +783,9 @@ async fn client_loop(sh: Arc<Shared>, id: u64) {
             },
             _ => Input::Delete { precondition: None },
         };
-        record(&sh, &client, id, &key, input, &mut seen).await;
+        // One update in four as a merge patch.
+        let patch = matches!(input, Input::Update { .. }) && dice % 4 == 1;
+        record_as(&sh, &client, id, &key, input, patch, &mut seen).await;
     }
 }
 

@@ -220,7 +220,7 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
         faults.push(name);
         // Mostly short faults; now and then one long enough for clients'
         // keep-alives to give up on a stopped or cut-off replica.
-        let hold = if rand::random::<u32>() % 5 == 0 {
+        let hold = if rand::random::<u32>().is_multiple_of(5) {
             ms(8000, 12000)
         } else {
             ms(1000, 5000)
@@ -299,13 +299,16 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
     totals.watch_events += watch_events as u64;
     totals.check_ms += check_ms;
     let summary = format!(
-        "nemesis run {run}: {:.0} s under faults, {} operations ({} during faults), {} keys, \
+        "nemesis run {run}: {:.0} s under faults, {} operations ({} during faults; {} lists, \
+         {} patches), {} keys, \
          {} acknowledged writes ({} found committed, {} lost), {} unknown outcomes ({} committed), \
          {} refused (Unavailable), {} read errors, {} watch events in {} watches, {} faults {:?}, \
          checked in {} ms ({} search steps): {}",
         elapsed.as_secs_f64(),
         ops.len(),
         ops_during,
+        tally.lists,
+        tally.patches,
         report.keys,
         acked,
         rr.acknowledged_found,
