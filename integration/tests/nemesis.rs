@@ -135,42 +135,52 @@ fn undo(cluster: &mut Cluster, net: &ReplicaNet, undos: Vec<Undo>) {
 }
 
 /// The committed history of the workload's namespace: a watch from the
-/// run's first revision up to the closing write, on a healed cluster.
-async fn committed_history(cluster: &Cluster, ns: &str, from: i64, end: i64) -> Vec<Event> {
-    let client = cluster.client();
-    let mut stream = client
-        .watch(WatchRequest {
+/// run's first revision up to the closing write, on a healed cluster, from
+/// the first replica that still holds that much history (`None` when every
+/// replica restarted from, or installed, a snapshot during the run).
+async fn committed_history(cluster: &Cluster, ns: &str, from: i64, end: i64) -> Option<Vec<Event>> {
+    'replicas: for i in 0..cluster.replicas.len() {
+        let req = WatchRequest {
             kind: "Lease".into(),
             namespace: ns.into(),
             resource_version: from.to_string(),
             ..Default::default()
-        })
-        .await
-        .expect("the reference watch");
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while out.last().is_none_or(|e: &Event| e.revision < end) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ev = tokio::time::timeout(left, stream.next())
-            .await
-            .expect("the reference watch stalled")
-            .expect("the reference watch ended")
-            .expect("the reference watch failed");
-        let obj = ev.object.expect("an object");
-        let kind = match ev.r#type.as_str() {
-            "ADDED" => EventType::Added,
-            "MODIFIED" => EventType::Modified,
-            "DELETED" => EventType::Deleted,
-            t => panic!("unexpected event type {t}"),
         };
-        out.push(Event {
-            revision: ev.resource_version.parse().expect("a revision"),
-            key: obj.name().to_string(),
-            kind,
-            value: nemesis::value_of(&obj).unwrap_or(0),
-        });
+        let mut stream = match cluster.client_of(i).watch(req).await {
+            Ok(s) => s,
+            Err(s) if s.code() == tonic::Code::OutOfRange => continue,
+            Err(s) => panic!("the reference watch on replica {}: {s:?}", i + 1),
+        };
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while out.last().is_none_or(|e: &Event| e.revision < end) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = match tokio::time::timeout(left, stream.next())
+                .await
+                .expect("the reference watch stalled")
+                .expect("the reference watch ended")
+            {
+                Ok(ev) => ev,
+                Err(s) if s.code() == tonic::Code::OutOfRange => continue 'replicas,
+                Err(s) => panic!("the reference watch failed: {s:?}"),
+            };
+            let obj = ev.object.expect("an object");
+            let kind = match ev.r#type.as_str() {
+                "ADDED" => EventType::Added,
+                "MODIFIED" => EventType::Modified,
+                "DELETED" => EventType::Deleted,
+                t => panic!("unexpected event type {t}"),
+            };
+            out.push(Event {
+                revision: ev.resource_version.parse().expect("a revision"),
+                key: obj.name().to_string(),
+                kind,
+                value: nemesis::value_of(&obj).unwrap_or(0),
+            });
+        }
+        return Some(out);
     }
-    out
+    None
 }
 
 #[derive(Default)]
@@ -184,6 +194,8 @@ struct Totals {
     watch_events: u64,
     faults: BTreeMap<String, u64>,
     check_ms: u128,
+    snapshot_runs: u64,
+    without_reference: u64,
 }
 
 struct RunResult {
@@ -194,10 +206,14 @@ struct RunResult {
 
 async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResult> {
     let net = ReplicaNet::create(3)?;
+    // One run in four snapshots and compacts often (catch-up by snapshot
+    // under faults, watches told "too old"); the others never, so every
+    // replica keeps the whole change history to read the committed history
+    // back from.
+    let snapshots = run % 4 == 3;
     let mut cluster = Cluster::start(net.options(Options {
-        // No snapshots within a run: every replica keeps the whole change
-        // history, so the committed history can be read back from any.
-        snapshot_interval: 10_000_000,
+        snapshot_interval: if snapshots { 200 } else { 10_000_000 },
+        snapshot_keep: if snapshots { 50 } else { 5_000 },
         history: 10_000_000,
         ..Default::default()
     }))
@@ -265,18 +281,33 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
 
     let t = Instant::now();
     let mut problems = Vec::new();
-    let rr = check_reference(&reference, &ops);
-    problems.extend(rr.anomalies.iter().cloned());
-    let (settled, anomalies) = resolve_unknown_writes(&ops, &reference);
-    problems.extend(anomalies);
-    let report = check_history(&settled, Budget::default());
+    // The history as recorded: unknown outcomes open.
+    let report = check_history(&ops, Budget::default());
     problems.extend(report.anomalies.iter().cloned());
     problems.extend(report.undecided.iter().cloned());
+    // Against the committed history: every acknowledged write in it, the
+    // watches, and the history again with unknown writes settled by it.
+    let mut rr = Default::default();
     let mut watch_events = 0;
     for w in &watches {
         watch_events += w.segments.iter().map(|s| s.events.len()).sum::<usize>();
-        problems.extend(check_watch(&reference, w));
     }
+    if let Some(reference) = &reference {
+        rr = check_reference(reference, &ops);
+        problems.extend(rr.anomalies.iter().cloned());
+        let (settled, anomalies) = resolve_unknown_writes(&ops, reference);
+        problems.extend(anomalies);
+        let settled = check_history(&settled, Budget::default());
+        problems.extend(settled.anomalies.iter().cloned());
+        problems.extend(settled.undecided.iter().cloned());
+        for w in &watches {
+            problems.extend(check_watch(reference, w));
+        }
+    }
+    let rr: rkube_linearizability::watch::ReferenceReport = rr;
+    let installs: usize = (0..cluster.replicas.len())
+        .map(|i| cluster.log_of(i).matches("installing snapshot").count())
+        .sum();
     problems.extend(tally.odd.iter().map(|o| format!("odd answer: {o}")));
     let check_ms = t.elapsed().as_millis();
 
@@ -290,8 +321,10 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
         *totals.faults.entry(f.clone()).or_default() += 1;
     }
     totals.runs += 1;
+    totals.snapshot_runs += snapshots as u64;
+    totals.without_reference += reference.is_none() as u64;
     totals.ops += ops.len() as u64;
-    let acked = rr.acknowledged_found + rr.acknowledged_lost;
+    let acked = report.acknowledged_writes;
     totals.acked += acked as u64;
     totals.unknown += unknown as u64;
     totals.refused += tally.refused;
@@ -299,11 +332,16 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
     totals.watch_events += watch_events as u64;
     totals.check_ms += check_ms;
     let summary = format!(
-        "nemesis run {run}: {:.0} s under faults, {} operations ({} during faults; {} lists, \
+        "nemesis run {run}{}: {:.0} s under faults, {} operations ({} during faults; {} lists, \
          {} patches), {} keys, \
-         {} acknowledged writes ({} found committed, {} lost), {} unknown outcomes ({} committed), \
+         {} acknowledged writes ({}), {} unknown outcomes ({} committed), \
          {} refused (Unavailable), {} read errors, {} watch events in {} watches, {} faults {:?}, \
          checked in {} ms ({} search steps): {}",
+        if snapshots {
+            format!(" (snapshots: {installs} installed from a leader)")
+        } else {
+            String::new()
+        },
         elapsed.as_secs_f64(),
         ops.len(),
         ops_during,
@@ -311,8 +349,14 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
         tally.patches,
         report.keys,
         acked,
-        rr.acknowledged_found,
-        rr.acknowledged_lost,
+        if reference.is_some() {
+            format!(
+                "{} found committed, {} lost",
+                rr.acknowledged_found, rr.acknowledged_lost
+            )
+        } else {
+            "no replica kept the whole change history: checked by the final reads only".into()
+        },
         unknown,
         rr.unknown_committed,
         tally.refused,
@@ -345,7 +389,7 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
             let _ = writeln!(dump, "{o}");
         }
         let _ = writeln!(dump, "\ncommitted history:");
-        for e in &reference {
+        for e in reference.iter().flatten() {
             let _ = writeln!(dump, "{e:?}");
         }
         for (i, _) in cluster.replicas.iter().enumerate() {
@@ -395,7 +439,8 @@ async fn nemesis_runs_are_linearizable_and_lose_no_acknowledged_write() {
     println!(
         "nemesis: {} runs of {} s in {:.0} s: {} operations checked, {} acknowledged writes, \
          0 lost, {} unknown outcomes ({} committed), {} refused, {} watch events checked, \
-         faults {:?}, checking took {} ms in all",
+         faults {:?}, checking took {} ms in all; {} runs with snapshots, {} without a \
+         committed history",
         totals.runs,
         seconds,
         started.elapsed().as_secs_f64(),
@@ -406,6 +451,8 @@ async fn nemesis_runs_are_linearizable_and_lose_no_acknowledged_write() {
         totals.refused,
         totals.watch_events,
         totals.faults,
-        totals.check_ms
+        totals.check_ms,
+        totals.snapshot_runs,
+        totals.without_reference
     );
 }
