@@ -307,6 +307,10 @@ pub struct WorkloadOptions {
     pub call_timeout: Duration,
     /// How long the failover client keeps trying other replicas.
     pub failover: Duration,
+    /// Clients (of `clients`) that do not fail over: they record the
+    /// server's `Unavailable` answers (its promise that nothing was done,
+    /// which the checker holds it to) and move to another replica.
+    pub direct_clients: usize,
     /// Chance, per call, that a client moves to a random replica (so
     /// consecutive calls of one client land on different replicas).
     pub hop: f64,
@@ -321,6 +325,7 @@ impl Default for WorkloadOptions {
             watchers: 2,
             call_timeout: Duration::from_secs(30),
             failover: Duration::from_secs(10),
+            direct_clients: 2,
             hop: 0.3,
         }
     }
@@ -537,11 +542,13 @@ async fn record(
     input: Input,
     seen: &mut HashMap<String, Revision>,
 ) -> bool {
-    record_as(sh, client, client_id, key, input, false, seen).await
+    record_as(sh, client, client_id, key, input, false, seen)
+        .await
+        .is_some()
 }
 
 /// As [`record`]; `patch`: an update made as a JSON merge patch (same
-/// semantics, the Patch verb's code path).
+/// semantics, the Patch verb's code path). Returns what was recorded.
 async fn record_as(
     sh: &Shared,
     client: &Client,
@@ -550,7 +557,7 @@ async fn record_as(
     input: Input,
     patch: bool,
     seen: &mut HashMap<String, Revision>,
-) -> bool {
+) -> Option<Output> {
     let ns = sh.opts.namespace.as_str();
     let call = sh.now();
     let fut = async {
@@ -628,7 +635,7 @@ async fn record_as(
                     },
                     None => {
                         sh.tally.lock().unwrap().odd.push(format!("get: {o:?}"));
-                        return false;
+                        return None;
                     }
                 },
             }
@@ -639,10 +646,11 @@ async fn record_as(
             Code::Aborted => Output::Conflict,
             _ if is_read => {
                 sh.tally.lock().unwrap().read_errors += 1;
-                return false;
+                return None;
             }
             // The server's promise: nothing was done.
-            Code::Unavailable if from_server(&s) => Output::Failed,
+            // The server's promise, or no connection at all: nothing done.
+            _ if rkube_api::client::surely_not_done(&s) => Output::Failed,
             Code::DeadlineExceeded => Output::Unknown,
             _ if !from_server(&s) => Output::Unknown,
             _ => {
@@ -656,7 +664,7 @@ async fn record_as(
         },
         Err(_) if is_read => {
             sh.tally.lock().unwrap().read_errors += 1;
-            return false;
+            return None;
         }
         Err(_) => Output::Unknown,
     };
@@ -685,11 +693,11 @@ async fn record_as(
         client: client_id,
         key: key.to_string(),
         input,
-        output,
+        output: output.clone(),
         call,
         ret,
     });
-    true
+    Some(output)
 }
 
 /// Lists the namespace's Leases and records the answer as one read of
@@ -749,9 +757,14 @@ async fn record_list(
 }
 
 async fn client_loop(sh: Arc<Shared>, id: u64) {
+    let direct = (id as usize) < sh.opts.direct_clients;
     let client = Client::from_list(&sh.addresses)
         .expect("client")
-        .with_failover_timeout(sh.opts.failover);
+        .with_failover_timeout(if direct {
+            Duration::ZERO
+        } else {
+            sh.opts.failover
+        });
     let n = client.addresses().len();
     // The last revision this client saw of each key: its preconditions.
     let mut seen: HashMap<String, Revision> = HashMap::new();
@@ -785,7 +798,12 @@ async fn client_loop(sh: Arc<Shared>, id: u64) {
         };
         // One update in four as a merge patch.
         let patch = matches!(input, Input::Update { .. }) && dice % 4 == 1;
-        record_as(&sh, &client, id, &key, input, patch, &mut seen).await;
+        let out = record_as(&sh, &client, id, &key, input, patch, &mut seen).await;
+        if matches!(out, None | Some(Output::Unknown | Output::Failed)) {
+            // No answer here: try another replica, without spinning.
+            client.prefer(rand::random::<usize>() % n);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
