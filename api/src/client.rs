@@ -341,6 +341,10 @@ pub fn surely_not_done(s: &Status) -> bool {
 pub fn retryable(s: &Status) -> bool {
     match s.code() {
         Code::Unavailable => true,
+        // The connection closed under the call (a replica killed mid-call):
+        // tonic reports it as Cancelled with the transport error as source.
+        // The server itself never answers Cancelled.
+        Code::Cancelled => std::error::Error::source(s).is_some(),
         // Connection-level failures before the request was sent.
         Code::Unknown | Code::Internal => {
             let m = s.message();
