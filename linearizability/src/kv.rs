@@ -986,9 +986,17 @@ mod tests {
                 5,
             );
         assert_rejected(&h, "another key's value");
-        let h = H::new()
-            .op(0, "a", Create { value: 1 }, Failed, 0, 1)
-            .op(1, "a", Get, Found { value: 1, revision: 3 }, 4, 5);
+        let h = H::new().op(0, "a", Create { value: 1 }, Failed, 0, 1).op(
+            1,
+            "a",
+            Get,
+            Found {
+                value: 1,
+                revision: 3,
+            },
+            4,
+            5,
+        );
         assert_rejected(&h, "a write refused with nothing done, then visible");
     }
 

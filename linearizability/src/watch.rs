@@ -503,7 +503,9 @@ mod tests {
         // A write refused with "nothing done" was committed.
         let mut refused_ops = ops.clone();
         refused_ops[1].output = Failed;
-        assert!(!check_reference(&reference, &refused_ops).anomalies.is_empty());
+        assert!(!check_reference(&reference, &refused_ops)
+            .anomalies
+            .is_empty());
         // A change nobody made.
         let mut phantom = reference.clone();
         phantom.push(ev(9, "c", EventType::Added, 99));

@@ -12,8 +12,8 @@
 //! `pods`. A missing entry means no limit on that resource; an entry that
 //! does not parse counts as zero (nothing fits rather than everything).
 
-use rkube_api::quantity::{parse_millis, parse_value};
 use rkube_api::proto::{Container, Node, PodSpec};
+use rkube_api::quantity::{parse_millis, parse_value};
 use std::collections::HashMap;
 
 /// The CPU a container without a CPU request counts for scoring.
