@@ -212,8 +212,8 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
     // back from.
     let snapshots = run % 4 == 3;
     let mut cluster = Cluster::start(net.options(Options {
-        snapshot_interval: if snapshots { 200 } else { 10_000_000 },
-        snapshot_keep: if snapshots { 50 } else { 5_000 },
+        snapshot_interval: if snapshots { 100 } else { 10_000_000 },
+        snapshot_keep: if snapshots { 10 } else { 5_000 },
         history: 10_000_000,
         ..Default::default()
     }))
