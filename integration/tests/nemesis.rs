@@ -8,7 +8,8 @@
 //! change once, in order.
 //!
 //! `RKUBE_NEMESIS_RUNS` (default 20) runs of `RKUBE_NEMESIS_SECONDS`
-//! (default 60) each. Needs root (namespaces, iptables); without it the
+//! (default 60) each; one run in `RKUBE_NEMESIS_SNAPSHOT_EVERY` (default 4)
+//! snapshots often. Needs root (namespaces, iptables); without it the
 //! test prints `RKUBE-SKIP: nemesis: <why>`.
 
 use rkube_api::proto::WatchRequest;
@@ -210,7 +211,8 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
     // under faults, watches told "too old"); the others never, so every
     // replica keeps the whole change history to read the committed history
     // back from.
-    let snapshots = run % 4 == 3;
+    let every = env_u64("RKUBE_NEMESIS_SNAPSHOT_EVERY", 4).max(1);
+    let snapshots = run % every == every - 1;
     let mut cluster = Cluster::start(net.options(Options {
         snapshot_interval: if snapshots { 100 } else { 10_000_000 },
         snapshot_keep: if snapshots { 10 } else { 5_000 },
@@ -289,8 +291,10 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
     // watches, and the history again with unknown writes settled by it.
     let mut rr = Default::default();
     let mut watch_events = 0;
+    let mut relists = 0;
     for w in &watches {
         watch_events += w.segments.iter().map(|s| s.events.len()).sum::<usize>();
+        relists += w.segments.iter().filter(|s| s.relisted).count();
     }
     if let Some(reference) = &reference {
         rr = check_reference(reference, &ops);
@@ -335,7 +339,7 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
         "nemesis run {run}{}: {:.0} s under faults, {} operations ({} during faults; {} lists, \
          {} patches), {} keys, \
          {} acknowledged writes ({}), {} unknown outcomes ({} committed), \
-         {} refused (Unavailable), {} read errors, {} watch events in {} watches, {} faults {:?}, \
+         {} refused (Unavailable), {} read errors, {} watch events in {} watches ({} relists), {} faults {:?}, \
          checked in {} ms ({} search steps): {}",
         if snapshots {
             format!(" (snapshots: {installs} installed from a leader)")
@@ -363,6 +367,7 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
         tally.read_errors,
         watch_events,
         watches.len(),
+        relists,
         faults.len(),
         fault_counts,
         check_ms,
