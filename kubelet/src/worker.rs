@@ -223,6 +223,11 @@ impl Worker {
         }
     }
 
+    /// The runtime label selector for this pod's sandboxes and containers.
+    fn uid_selector(&self) -> HashMap<String, String> {
+        HashMap::from([(crate::labels::POD_UID.to_string(), self.id.uid.clone())])
+    }
+
     async fn sandboxes(&self) -> Result<Vec<rt::PodSandbox>, tonic::Status> {
         let mut list = self
             .ctx
@@ -230,10 +235,7 @@ impl Worker {
             .clone()
             .list_pod_sandbox(rt::ListPodSandboxRequest {
                 filter: Some(rt::PodSandboxFilter {
-                    label_selector: HashMap::from([(
-                        crate::labels::POD_UID.to_string(),
-                        self.id.uid.clone(),
-                    )]),
+                    label_selector: self.uid_selector(),
                     ..Default::default()
                 }),
             })
@@ -257,10 +259,7 @@ impl Worker {
         let list = rt_client
             .list_containers(rt::ListContainersRequest {
                 filter: Some(rt::ContainerFilter {
-                    label_selector: HashMap::from([(
-                        crate::labels::POD_UID.to_string(),
-                        self.id.uid.clone(),
-                    )]),
+                    label_selector: self.uid_selector(),
                     ..Default::default()
                 }),
             })
