@@ -4,10 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --bins -p rkube-control-plane -p rkubectl
+cargo build --release --bins -p rkube-control-plane -p rkubectl -p rkube-pki
 bin="$CARGO_TARGET_DIR/release"
 state="$PWD/.rkube"
 mkdir -p "$state"
+# The cluster CA and credentials (kept across restarts; made only if missing).
+pki="$state/pki"
+"$bin/rkube-pki" init --dir "$pki" --replicas 1=127.0.0.1,2=127.0.0.1,3=127.0.0.1 \
+  --servers 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 >/dev/null
 peers="1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
 for id in 1 2 3; do
   pidfile="$state/cp$id.pid"
@@ -16,16 +20,18 @@ for id in 1 2 3; do
     continue
   fi
   nohup "$bin/control-plane" --id "$id" --peers "$peers" --listen "127.0.0.1:700$id" \
-    --data-dir "$state/cp$id" >"$state/cp$id.log" 2>&1 &
+    --data-dir "$state/cp$id" \
+    --tls-cert "$pki/control-plane-$id.crt" --tls-key "$pki/control-plane-$id.key" \
+    --client-ca "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" >"$state/cp$id.log" 2>&1 &
   echo $! >"$pidfile"
 done
-export RKUBE_SERVER=127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
+export RKUBECONFIG="$pki/admin.kubeconfig"
 for _ in $(seq 1 100); do
   if "$bin/rkubectl" get ns default >/dev/null 2>&1; then
     "$bin/rkubectl" cluster-info
     echo
     echo "The control plane is up. Use it with:"
-    echo "  export PATH=\"$bin:\$PATH\" RKUBE_SERVER=$RKUBE_SERVER"
+    echo "  export PATH=\"$bin:\$PATH\" RKUBECONFIG=$RKUBECONFIG"
     echo "  rkubectl create -f ../shared/seed/manifests/nginx-pod.yml"
     echo "Logs: $state/cp*.log   Stop: scripts/down-local.sh"
     exit 0

@@ -17,14 +17,97 @@
 //! elsewhere and reporting what the retry got (AlreadyExists for its own
 //! create, Conflict for its own update).
 
+use crate::kubeconfig::ConnectConfig;
 use crate::proto::api_client::ApiClient;
 use crate::proto::*;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
+
+/// A channel that adds the client's bearer token (if any) to every call.
+#[derive(Clone)]
+pub struct AuthChannel {
+    inner: Channel,
+    token: Option<http::HeaderValue>,
+}
+
+impl AuthChannel {
+    pub fn new(inner: Channel, token: Option<&str>) -> Result<AuthChannel, String> {
+        let token = match token {
+            Some(t) => {
+                let mut v = http::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| "the token has characters a header cannot carry".to_string())?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(AuthChannel { inner, token })
+    }
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for AuthChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = <Channel as tower_service::Service<http::Request<tonic::body::Body>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(t) = &self.token {
+            req.headers_mut()
+                .insert(http::header::AUTHORIZATION, t.clone());
+        }
+        tower_service::Service::call(&mut self.inner, req)
+    }
+}
+
+/// A stub of the API over an [`AuthChannel`].
+pub type Stub = ApiClient<AuthChannel>;
+
+/// Makes a lazily-connecting endpoint for `addr` (`host:port`, scheme
+/// optional) with `tls` applied.
+pub fn endpoint(
+    addr: &str,
+    tls: Option<&crate::kubeconfig::TlsConfig>,
+) -> Result<Endpoint, String> {
+    let host = addr
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let uri = match tls {
+        Some(_) => format!("https://{host}"),
+        None => format!("http://{host}"),
+    };
+    let mut ep =
+        Endpoint::from_shared(uri).map_err(|e| format!("invalid server address {addr:?}: {e}"))?;
+    if let Some(t) = tls {
+        ep = ep
+            .tls_config(client_tls(t))
+            .map_err(|e| format!("TLS settings for {addr:?}: {e}"))?;
+    }
+    Ok(ep)
+}
+
+/// tonic's client TLS settings from PEM material.
+pub fn client_tls(t: &crate::kubeconfig::TlsConfig) -> ClientTlsConfig {
+    let mut c = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&t.ca_pem))
+        .domain_name(t.server_name.clone())
+        .assume_http2(true);
+    if let (Some(cert), Some(key)) = (&t.cert_pem, &t.key_pem) {
+        c = c.identity(Identity::from_pem(cert, key));
+    }
+    c
+}
 
 /// Where to find the control plane when nothing else says so.
 pub const DEFAULT_SERVERS: &str = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003";
@@ -40,34 +123,38 @@ pub struct Client {
 
 struct Inner {
     addresses: Vec<String>,
-    channels: Vec<Channel>,
+    channels: Vec<AuthChannel>,
     current: AtomicUsize,
     failover_timeout: Duration,
 }
 
 impl Client {
-    /// A client over `host:port` addresses (a `http://` prefix is optional).
-    /// Connections are made lazily, so this fails only on malformed input.
+    /// A plaintext client over `host:port` addresses (a `http://` prefix is
+    /// optional). Connections are made lazily, so this fails only on
+    /// malformed input.
     pub fn new<S: AsRef<str>>(addresses: &[S]) -> Result<Client, String> {
+        let servers: Vec<String> = addresses.iter().map(|a| a.as_ref().to_string()).collect();
+        Client::connect(&ConnectConfig {
+            servers,
+            ..Default::default()
+        })
+    }
+
+    /// A client for `cfg`: TLS and credentials as it says.
+    pub fn connect(cfg: &ConnectConfig) -> Result<Client, String> {
         let mut channels = Vec::new();
         let mut addrs = Vec::new();
-        for a in addresses {
-            let a = a.as_ref().trim();
+        for a in &cfg.servers {
+            let a = a.trim();
             if a.is_empty() {
                 continue;
             }
-            let uri = if a.contains("://") {
-                a.to_string()
-            } else {
-                format!("http://{a}")
-            };
-            let ep = Endpoint::from_shared(uri.clone())
-                .map_err(|e| format!("invalid server address {a:?}: {e}"))?
+            let ep = endpoint(a, cfg.tls.as_ref())?
                 .connect_timeout(Duration::from_millis(500))
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(Duration::from_secs(5));
-            channels.push(ep.connect_lazy());
+            channels.push(AuthChannel::new(ep.connect_lazy(), cfg.token.as_deref())?);
             addrs.push(a.to_string());
         }
         if channels.is_empty() {
@@ -123,13 +210,13 @@ impl Client {
 
     /// A raw stub on the current replica, for calls the helpers below do not
     /// cover.
-    pub fn stub(&self) -> ApiClient<Channel> {
+    pub fn stub(&self) -> Stub {
         let i = self.inner.current.load(Ordering::SeqCst) % self.inner.channels.len();
         stub_for(self.inner.channels[i].clone())
     }
 
     /// A stub pinned to replica `index`, without failover.
-    pub fn stub_at(&self, index: usize) -> ApiClient<Channel> {
+    pub fn stub_at(&self, index: usize) -> Stub {
         stub_for(self.inner.channels[index % self.inner.channels.len()].clone())
     }
 
@@ -140,7 +227,7 @@ impl Client {
     /// (outcome unknown).
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, Status>
     where
-        F: Fn(ApiClient<Channel>) -> Fut,
+        F: Fn(Stub) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.call_with(false, f).await
@@ -151,7 +238,7 @@ impl Client {
     /// failover timeout.
     pub async fn call_idempotent<T, F, Fut>(&self, f: F) -> Result<T, Status>
     where
-        F: Fn(ApiClient<Channel>) -> Fut,
+        F: Fn(Stub) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         self.call_with(true, f).await
@@ -159,7 +246,7 @@ impl Client {
 
     async fn call_with<T, F, Fut>(&self, idempotent: bool, f: F) -> Result<T, Status>
     where
-        F: Fn(ApiClient<Channel>) -> Fut,
+        F: Fn(Stub) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.inner.failover_timeout;
@@ -313,7 +400,7 @@ impl Client {
     }
 }
 
-fn stub_for(ch: Channel) -> ApiClient<Channel> {
+fn stub_for(ch: AuthChannel) -> Stub {
     ApiClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)

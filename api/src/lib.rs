@@ -8,9 +8,11 @@
 //! - [`defaults`]: defaulting applied on create.
 //! - [`client`]: a client that knows every control-plane replica and fails over.
 
+pub mod auth;
 pub mod client;
 pub mod defaults;
 pub mod kinds;
+pub mod kubeconfig;
 pub mod manifest;
 pub mod quantity;
 pub mod selector;

@@ -22,6 +22,10 @@ pub struct Cli {
     )]
     pub server: Option<String>,
 
+    /// The kubeconfig to use (else $RKUBECONFIG, else ~/.rkube/config).
+    #[arg(long = "kubeconfig", global = true, value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
     /// The namespace to work in.
     #[arg(short = 'n', long = "namespace", global = true, value_name = "NS")]
     pub namespace: Option<String>,

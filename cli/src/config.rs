@@ -1,61 +1,28 @@
-//! Where the control plane is: `-s/--server`, else `RKUBE_SERVER`, else the
-//! config file (`$RKUBECONFIG` or `~/.rkube/config`, YAML `servers: [...]`),
-//! else the built-in default. The config file may also name a default
-//! namespace (`namespace: dev`).
+//! Where the cluster is and who we are: `--kubeconfig`, else
+//! `$RKUBECONFIG`, else `~/.rkube/config` (written by `scripts/up.sh`), else
+//! a plaintext cluster on the built-in default addresses. `-s/--server` (or
+//! `RKUBE_SERVER`) replaces the file's addresses and keeps its TLS settings
+//! and credentials. The file is kubeconfig-shaped (see
+//! `rkube_api::kubeconfig`); the short form `servers: [...]` /
+//! `namespace: dev` names a plaintext cluster.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use rkube_api::client::DEFAULT_SERVERS;
-use serde::Deserialize;
+use rkube_api::kubeconfig::{load_connect_config, ConnectConfig};
 use std::path::PathBuf;
 
-/// The config file's contents.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    #[serde(default)]
-    pub servers: Servers,
-    #[serde(default)]
-    pub namespace: Option<String>,
-}
-
-/// `servers:` as a list or as one comma-separated string.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum Servers {
-    #[default]
-    None,
-    List(Vec<String>),
-    Text(String),
-}
-
-impl Servers {
-    fn joined(&self) -> Option<String> {
-        let list = match self {
-            Servers::None => return None,
-            Servers::List(l) => l.iter().map(|s| s.trim().to_string()).collect::<Vec<_>>(),
-            Servers::Text(t) => t.split(',').map(|s| s.trim().to_string()).collect(),
-        };
-        let list: Vec<String> = list.into_iter().filter(|s| !s.is_empty()).collect();
-        if list.is_empty() {
-            None
-        } else {
-            Some(list.join(","))
+/// The config file path: `--kubeconfig` or `$RKUBECONFIG` (which must
+/// exist), else `~/.rkube/config` (if it exists).
+fn config_path(flag: Option<&std::path::Path>) -> Result<Option<PathBuf>> {
+    if let Some(p) = flag {
+        if !p.exists() {
+            bail!(
+                "config file {} (from --kubeconfig) does not exist",
+                p.display()
+            );
         }
+        return Ok(Some(p.to_path_buf()));
     }
-}
-
-/// What the command line resolved to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// Comma-separated `host:port` list.
-    pub servers: String,
-    /// The default namespace (before `-n`).
-    pub namespace: Option<String>,
-}
-
-/// The config file path: `$RKUBECONFIG` (which must exist), else
-/// `~/.rkube/config` (if it exists).
-fn config_path() -> Result<Option<PathBuf>> {
     if let Some(p) = std::env::var_os("RKUBECONFIG").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if !p.exists() {
@@ -73,41 +40,25 @@ fn config_path() -> Result<Option<PathBuf>> {
     Ok(p.is_file().then_some(p))
 }
 
-/// Parses a config file's text.
-pub fn parse_config(text: &str, source: &str) -> Result<ConfigFile> {
-    if text.trim().is_empty() {
-        return Ok(ConfigFile::default());
-    }
-    serde_yaml::from_str(text).with_context(|| format!("invalid config file {source}"))
-}
-
-fn load_config() -> Result<ConfigFile> {
-    match config_path()? {
-        Some(p) => {
-            let text = std::fs::read_to_string(&p)
-                .with_context(|| format!("cannot read config file {}", p.display()))?;
-            parse_config(&text, &p.display().to_string())
-        }
-        None => Ok(ConfigFile::default()),
-    }
-}
-
-/// Resolves the settings; `flag` is `-s` (or `RKUBE_SERVER`, which clap
-/// already folded into it).
-pub fn resolve(flag: Option<&str>) -> Result<Settings> {
-    let flag = flag.map(str::trim).filter(|s| !s.is_empty());
-    let file = load_config()?;
-    let servers = match flag {
-        Some(s) => s.to_string(),
-        None => file
-            .servers
-            .joined()
-            .unwrap_or_else(|| DEFAULT_SERVERS.to_string()),
+/// Resolves the connection settings; `server` is `-s` (or `RKUBE_SERVER`,
+/// which clap already folded into it).
+pub fn resolve(
+    server: Option<&str>,
+    kubeconfig: Option<&std::path::Path>,
+) -> Result<ConnectConfig> {
+    let server = server.map(str::trim).filter(|s| !s.is_empty());
+    let mut cfg = match config_path(kubeconfig)? {
+        Some(p) => load_connect_config(&p).map_err(|e| anyhow!(e))?,
+        None => ConnectConfig::default(),
     };
-    Ok(Settings {
-        servers,
-        namespace: file.namespace.filter(|n| !n.is_empty()),
-    })
+    match server {
+        Some(s) => cfg.servers = ConnectConfig::insecure(s).servers,
+        None if cfg.servers.is_empty() => {
+            cfg.servers = ConnectConfig::insecure(DEFAULT_SERVERS).servers
+        }
+        None => {}
+    }
+    Ok(cfg)
 }
 
 #[cfg(test)]
@@ -115,18 +66,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_lists_or_strings() {
-        let c = parse_config("servers: [127.0.0.1:7001, 127.0.0.1:7002]\n", "x").unwrap();
-        assert_eq!(
-            c.servers.joined().as_deref(),
-            Some("127.0.0.1:7001,127.0.0.1:7002")
-        );
-        let c = parse_config("servers:\n- a:1\n- b:2\nnamespace: dev\n", "x").unwrap();
-        assert_eq!(c.servers.joined().as_deref(), Some("a:1,b:2"));
+    fn short_form_and_overrides() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("config");
+        std::fs::write(
+            &f,
+            "servers: [127.0.0.1:7001, 127.0.0.1:7002]\nnamespace: dev\n",
+        )
+        .unwrap();
+        let c = resolve(None, Some(&f)).unwrap();
+        assert_eq!(c.servers, ["127.0.0.1:7001", "127.0.0.1:7002"]);
         assert_eq!(c.namespace.as_deref(), Some("dev"));
-        let c = parse_config("servers: \"a:1, b:2\"\n", "x").unwrap();
-        assert_eq!(c.servers.joined().as_deref(), Some("a:1,b:2"));
-        assert_eq!(parse_config("", "x").unwrap(), ConfigFile::default());
-        assert!(parse_config("server: a:1\n", "x").is_err());
+        assert!(c.tls.is_none());
+        let c = resolve(Some("a:1, b:2"), Some(&f)).unwrap();
+        assert_eq!(c.servers, ["a:1", "b:2"]);
+        std::fs::write(&f, "server: a:1\n").unwrap();
+        assert!(resolve(None, Some(&f)).is_err());
+        assert!(resolve(None, Some(&d.path().join("missing")))
+            .unwrap_err()
+            .to_string()
+            .contains("does not exist"));
     }
 }

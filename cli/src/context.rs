@@ -10,6 +10,8 @@ use rkube_api::Object;
 
 pub struct Ctx {
     pub client: Client,
+    /// How the client was made (TLS and credentials, for the kubelets).
+    pub connect: rkube_api::kubeconfig::ConnectConfig,
     /// The namespace to work in (`-n`, else the config's, else `default`).
     pub namespace: String,
     /// Whether `-n` was given explicitly.

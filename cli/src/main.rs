@@ -30,22 +30,23 @@ fn init_logging() {
 
 /// Builds the context of commands that talk to the cluster.
 fn connect(cli: &Cli) -> anyhow::Result<Ctx> {
-    let settings = config::resolve(cli.server.as_deref())?;
-    let client = Client::from_list(&settings.servers)
+    let settings = config::resolve(cli.server.as_deref(), cli.kubeconfig.as_deref())?;
+    let client = Client::connect(&settings)
         .map_err(anyhow::Error::msg)?
         // Long enough to ride out an election, short enough to report a
         // control plane that is down.
         .with_failover_timeout(std::time::Duration::from_secs(8));
-    errors::set_servers(&settings.servers);
+    errors::set_servers(&settings.servers.join(","));
     let explicit = cli.namespace.as_deref().is_some_and(|n| !n.is_empty());
     let namespace = cli
         .namespace
         .clone()
         .filter(|n| !n.is_empty())
-        .or(settings.namespace)
+        .or(settings.namespace.clone())
         .unwrap_or_else(|| "default".to_string());
     Ok(Ctx {
         client,
+        connect: settings,
         namespace,
         explicit_namespace: explicit,
         all_namespaces: cli.all_namespaces,

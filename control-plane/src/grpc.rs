@@ -1,6 +1,8 @@
 //! The gRPC door onto the API handlers: request decoding, error codes.
 
+use crate::auth::{authorize, denied, Decision, Verb};
 use crate::handlers::{ApiError, Handlers, WatchSpec};
+use rkube_api::auth::Authenticator;
 use rkube_api::proto::api_server::Api;
 use rkube_api::proto::*;
 use std::pin::Pin;
@@ -10,6 +12,50 @@ use tonic::{Request, Response, Status};
 
 pub struct GrpcApi {
     pub handlers: Handlers,
+    pub auth: Authenticator,
+}
+
+impl GrpcApi {
+    /// Authenticates the caller of `r` and authorizes `verb` on
+    /// `kind namespace/name`; `new` is the object an update would store.
+    async fn check<T>(
+        &self,
+        r: &Request<T>,
+        verb: Verb,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        new: Option<&Object>,
+    ) -> Result<(), Status> {
+        let who = self.auth.authenticate(r)?;
+        match authorize(&who, verb, kind, namespace, name) {
+            Decision::Allow => Ok(()),
+            Decision::Deny(m) => Err(denied(m)),
+            Decision::IfPodOnNode(node) => {
+                let refuse = || {
+                    denied(format!(
+                        "user {:?} may change only pods bound to node {node}: \
+                         pod {namespace}/{name} is not",
+                        who.user
+                    ))
+                };
+                if let Some(o) = new {
+                    if o.field("spec.nodeName").as_deref() != Some(node.as_str()) {
+                        return Err(refuse());
+                    }
+                }
+                let current = self.handlers.get("Pod", namespace, name, "").await?;
+                if current.field("spec.nodeName").as_deref() != Some(node.as_str()) {
+                    return Err(refuse());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn object_kind(o: &Object) -> &'static str {
+    o.kind().map(|k| k.name()).unwrap_or("")
 }
 
 impl From<ApiError> for Status {
@@ -38,12 +84,28 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 #[tonic::async_trait]
 impl Api for GrpcApi {
     async fn create(&self, r: Request<CreateRequest>) -> Result<Response<Object>, Status> {
+        if let Some(o) = &r.get_ref().object {
+            self.check(
+                &r,
+                Verb::Create,
+                object_kind(o),
+                o.namespace(),
+                o.name(),
+                None,
+            )
+            .await?;
+        } else {
+            self.auth.authenticate(&r)?;
+        }
         let r = r.into_inner();
         let obj = required(r.object, "object")?;
         Ok(Response::new(self.handlers.create(obj, r.dry_run).await?))
     }
 
     async fn get(&self, r: Request<GetRequest>) -> Result<Response<Object>, Status> {
+        let g = r.get_ref();
+        self.check(&r, Verb::Get, &g.kind, &g.namespace, &g.name, None)
+            .await?;
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
@@ -53,6 +115,9 @@ impl Api for GrpcApi {
     }
 
     async fn list(&self, r: Request<ListRequest>) -> Result<Response<ObjectList>, Status> {
+        let g = r.get_ref();
+        self.check(&r, Verb::List, &g.kind, &g.namespace, "", None)
+            .await?;
         let r = r.into_inner();
         let (items, rev) = self
             .handlers
@@ -73,6 +138,9 @@ impl Api for GrpcApi {
     type WatchStream = WatchStream;
 
     async fn watch(&self, r: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
+        let g = r.get_ref();
+        self.check(&r, Verb::Watch, &g.kind, &g.namespace, "", None)
+            .await?;
         let r = r.into_inner();
         let rx = self
             .handlers
@@ -90,6 +158,19 @@ impl Api for GrpcApi {
     }
 
     async fn update(&self, r: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
+        if let Some(o) = &r.get_ref().object {
+            self.check(
+                &r,
+                Verb::Update,
+                object_kind(o),
+                o.namespace(),
+                o.name(),
+                Some(o),
+            )
+            .await?;
+        } else {
+            self.auth.authenticate(&r)?;
+        }
         let r = r.into_inner();
         let obj = required(r.object, "object")?;
         Ok(Response::new(
@@ -98,6 +179,19 @@ impl Api for GrpcApi {
     }
 
     async fn update_status(&self, r: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
+        if let Some(o) = &r.get_ref().object {
+            self.check(
+                &r,
+                Verb::UpdateStatus,
+                object_kind(o),
+                o.namespace(),
+                o.name(),
+                Some(o),
+            )
+            .await?;
+        } else {
+            self.auth.authenticate(&r)?;
+        }
         let r = r.into_inner();
         let obj = required(r.object, "object")?;
         Ok(Response::new(
@@ -106,6 +200,9 @@ impl Api for GrpcApi {
     }
 
     async fn patch(&self, r: Request<PatchRequest>) -> Result<Response<Object>, Status> {
+        let g = r.get_ref();
+        self.check(&r, Verb::Patch, &g.kind, &g.namespace, &g.name, None)
+            .await?;
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
@@ -122,6 +219,9 @@ impl Api for GrpcApi {
     }
 
     async fn delete(&self, r: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
+        let g = r.get_ref();
+        self.check(&r, Verb::Delete, &g.kind, &g.namespace, &g.name, None)
+            .await?;
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
@@ -138,6 +238,9 @@ impl Api for GrpcApi {
     }
 
     async fn get_scale(&self, r: Request<GetRequest>) -> Result<Response<Scale>, Status> {
+        let g = r.get_ref();
+        self.check(&r, Verb::GetScale, &g.kind, &g.namespace, &g.name, None)
+            .await?;
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
@@ -147,6 +250,9 @@ impl Api for GrpcApi {
     }
 
     async fn update_scale(&self, r: Request<ScaleRequest>) -> Result<Response<Scale>, Status> {
+        let g = r.get_ref();
+        self.check(&r, Verb::UpdateScale, &g.kind, &g.namespace, &g.name, None)
+            .await?;
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
@@ -162,6 +268,9 @@ impl Api for GrpcApi {
     }
 
     async fn bind(&self, r: Request<BindRequest>) -> Result<Response<Object>, Status> {
+        let g = r.get_ref();
+        self.check(&r, Verb::Bind, "Pod", &g.namespace, &g.name, None)
+            .await?;
         let r = r.into_inner();
         Ok(Response::new(
             self.handlers
@@ -172,8 +281,10 @@ impl Api for GrpcApi {
 
     async fn cluster_status(
         &self,
-        _r: Request<ClusterStatusRequest>,
+        r: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
+        // Any authenticated caller may see the cluster's health.
+        self.auth.authenticate(&r)?;
         let st = self
             .handlers
             .store()

@@ -13,6 +13,7 @@
 //! - [`server`]: wiring it all together from a configuration.
 
 pub mod allocator;
+pub mod auth;
 pub mod controllers;
 pub mod disk;
 pub mod grpc;

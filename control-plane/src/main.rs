@@ -73,6 +73,23 @@ struct Args {
     /// cloud provider.
     #[arg(long, default_value = "")]
     lb_pool: String,
+    /// This replica's certificate (PEM), served to clients and presented
+    /// to peers; issued by `rkube-pki init`.
+    #[arg(long, env = "RKUBE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "RKUBE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): client and peer certificates must chain to it.
+    #[arg(long, env = "RKUBE_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// Static bearer tokens, one `token,user,uid[,"group,..."]` per line.
+    #[arg(long, env = "RKUBE_TOKEN_AUTH_FILE")]
+    token_auth_file: Option<PathBuf>,
+    /// Serve plaintext and let anyone do anything. For tests and benchmarks
+    /// only; without it the TLS flags are required.
+    #[arg(long, env = "RKUBE_INSECURE")]
+    insecure: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -104,6 +121,24 @@ fn main() -> anyhow::Result<()> {
             SocketAddr::from(([0, 0, 0, 0], port))
         }
     };
+    let security = match (&args.tls_cert, &args.tls_key, &args.client_ca, args.insecure) {
+        (Some(c), Some(k), Some(ca), false) => Some(
+            rkube_control_plane::server::Security::load(c, k, ca, args.token_auth_file.as_deref())?,
+        ),
+        (None, None, None, true) => {
+            if args.token_auth_file.is_some() {
+                anyhow::bail!("--token-auth-file needs TLS: it cannot be used with --insecure");
+            }
+            tracing::warn!("--insecure: plaintext, no authentication; anyone who reaches the port can do anything");
+            None
+        }
+        (_, _, _, true) => anyhow::bail!("--insecure cannot be combined with --tls-cert/--tls-key/--client-ca"),
+        (None, None, None, false) => anyhow::bail!(
+            "no TLS settings: give --tls-cert, --tls-key and --client-ca (made by `rkube-pki init`), \
+             or --insecure for a plaintext test cluster"
+        ),
+        _ => anyhow::bail!("--tls-cert, --tls-key and --client-ca go together"),
+    };
     let cfg = ServerConfig {
         id: args.id,
         peers,
@@ -124,6 +159,7 @@ fn main() -> anyhow::Result<()> {
             lb_pool,
             ..Default::default()
         },
+        security,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

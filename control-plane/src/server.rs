@@ -9,11 +9,13 @@ use crate::raft_node::{self, Command, RaftConfig};
 use crate::store::Store;
 use crate::transport::{RaftPeerService, Transport, MAX_MESSAGE_BYTES};
 use anyhow::{bail, Context, Result};
+use rkube_api::auth::{Authenticator, Tokens};
 use rkube_api::proto::api_server::ApiServer;
 use rkube_api::proto::internal::raft_peer_server::RaftPeerServer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -31,6 +33,56 @@ pub struct ServerConfig {
     /// Where node podCIDRs are allocated from (the same on every replica).
     pub pod_cidrs: CidrConfig,
     pub controllers: ControllerConfig,
+    /// TLS and authentication; `None` is `--insecure` (plaintext, no
+    /// authentication: tests and benchmarks only).
+    pub security: Option<Security>,
+}
+
+/// PEM material and tokens of a secure replica.
+#[derive(Clone, Debug)]
+pub struct Security {
+    /// This replica's certificate (serving, and client to its peers).
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// The cluster CA: client certificates and peers are verified with it.
+    pub ca_pem: Vec<u8>,
+    pub tokens: Tokens,
+}
+
+impl Security {
+    /// Reads `--tls-cert`, `--tls-key`, `--client-ca` and the optional
+    /// `--token-auth-file`.
+    pub fn load(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        tokens: Option<&std::path::Path>,
+    ) -> Result<Security> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).with_context(|| format!("{what} {}", p.display()))
+        };
+        let tokens = match tokens {
+            Some(p) => Tokens::parse(&String::from_utf8_lossy(&read(p, "--token-auth-file")?))
+                .map_err(|e| anyhow::anyhow!("--token-auth-file {}: {e}", p.display()))?,
+            None => Tokens::default(),
+        };
+        Ok(Security {
+            cert_pem: read(cert, "--tls-cert")?,
+            key_pem: read(key, "--tls-key")?,
+            ca_pem: read(ca, "--client-ca")?,
+            tokens,
+        })
+    }
+
+    /// How this replica dials its peers.
+    pub fn peer_tls(&self) -> ClientTlsConfig {
+        rkube_api::client::client_tls(&rkube_api::kubeconfig::TlsConfig {
+            ca_pem: self.ca_pem.clone(),
+            cert_pem: Some(self.cert_pem.clone()),
+            key_pem: Some(self.key_pem.clone()),
+            server_name: rkube_api::kubeconfig::CONTROL_PLANE_SERVER_NAME.into(),
+        })
+    }
 }
 
 /// Parses `1=host:port,2=host:port,...`.
@@ -63,7 +115,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
         bail!("--id {} is not among the peers", cfg.id);
     }
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
-    let transport = Transport::start(cfg.id, &cfg.peers, cmd_tx.clone());
+    let peer_tls = cfg.security.as_ref().map(Security::peer_tls);
+    let transport = Transport::start(cfg.id, &cfg.peers, cmd_tx.clone(), peer_tls);
     let raft_cfg = RaftConfig {
         id: cfg.id,
         voters: cfg.peers.iter().map(|(id, _)| *id).collect(),
@@ -91,13 +144,23 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
         leader::default_tasks(cfg.controllers.clone()),
     ));
 
+    let auth = Authenticator {
+        secure: cfg.security.is_some(),
+        tokens: cfg
+            .security
+            .as_ref()
+            .map(|s| s.tokens.clone())
+            .unwrap_or_default(),
+    };
     let api = ApiServer::new(GrpcApi {
         handlers: handlers.clone(),
+        auth: auth.clone(),
     })
     .max_decoding_message_size(8 * 1024 * 1024)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let peer_svc = RaftPeerServer::new(RaftPeerService {
         commands: cmd_tx.clone(),
+        auth,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -105,7 +168,20 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(sec) = &cfg.security {
+        builder = builder
+            .tls_config(
+                ServerTlsConfig::new()
+                    .identity(Identity::from_pem(&sec.cert_pem, &sec.key_pem))
+                    .client_ca_root(Certificate::from_pem(&sec.ca_pem))
+                    // Token clients have no certificate; the API refuses
+                    // callers with neither.
+                    .client_auth_optional(true),
+            )
+            .context("TLS settings (--tls-cert, --tls-key, --client-ca)")?;
+    }
+    builder
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(api)

@@ -15,7 +15,7 @@ use rkube_api::proto::internal::{RaftBatch, SendAck};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 const MAX_BATCH: usize = 1024;
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -29,7 +29,12 @@ pub struct Transport {
 impl Transport {
     /// Starts a sender task per peer (`id`, `host:port`) on the current
     /// tokio runtime.
-    pub fn start(me: u64, peers: &[(u64, String)], commands: CommandSender) -> Transport {
+    pub fn start(
+        me: u64,
+        peers: &[(u64, String)],
+        commands: CommandSender,
+        tls: Option<ClientTlsConfig>,
+    ) -> Transport {
         let mut map = HashMap::new();
         for (id, addr) in peers {
             if *id == me {
@@ -37,7 +42,14 @@ impl Transport {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             map.insert(*id, tx);
-            tokio::spawn(peer_sender(me, *id, addr.clone(), rx, commands.clone()));
+            tokio::spawn(peer_sender(
+                me,
+                *id,
+                addr.clone(),
+                rx,
+                commands.clone(),
+                tls.clone(),
+            ));
         }
         Transport { peers: map }
     }
@@ -57,13 +69,19 @@ async fn peer_sender(
     addr: String,
     mut rx: mpsc::UnboundedReceiver<Message>,
     commands: CommandSender,
+    tls: Option<ClientTlsConfig>,
 ) {
-    let uri = if addr.contains("://") {
-        addr.clone()
-    } else {
-        format!("http://{addr}")
+    let host = addr
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let uri = match tls {
+        Some(_) => format!("https://{host}"),
+        None => format!("http://{host}"),
     };
-    let endpoint = match Endpoint::from_shared(uri) {
+    let endpoint = match Endpoint::from_shared(uri).and_then(|e| match tls {
+        Some(t) => e.tls_config(t),
+        None => Ok(e),
+    }) {
         Ok(e) => e
             .connect_timeout(Duration::from_millis(300))
             .tcp_nodelay(true)
@@ -131,6 +149,7 @@ async fn peer_sender(
 /// The receiving side.
 pub struct RaftPeerService {
     pub commands: CommandSender,
+    pub auth: rkube_api::auth::Authenticator,
 }
 
 #[tonic::async_trait]
@@ -139,6 +158,24 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: tonic::Request<RaftBatch>,
     ) -> Result<tonic::Response<SendAck>, tonic::Status> {
+        // Only control-plane replicas speak Raft (no token can).
+        if self.auth.secure {
+            let who = match request.peer_certs() {
+                Some(c) if !c.is_empty() => rkube_api::auth::identity_from_cert(c[0].as_ref())
+                    .map_err(tonic::Status::unauthenticated)?,
+                _ => {
+                    return Err(tonic::Status::unauthenticated(
+                        "Raft peers must present a control-plane certificate",
+                    ))
+                }
+            };
+            if !who.in_group(rkube_api::kubeconfig::identities::GROUP_CONTROL_PLANE) {
+                return Err(tonic::Status::permission_denied(format!(
+                    "user {:?} is not a control-plane replica",
+                    who.user
+                )));
+            }
+        }
         let batch = request.into_inner();
         for bytes in batch.messages {
             let m = Message::parse_from_bytes(&bytes).map_err(|e| {

@@ -19,6 +19,10 @@ pub struct Config {
     /// Control-plane replicas, comma-separated host:port.
     #[arg(short = 's', long = "server", env = "RKUBE_SERVER", default_value = DEFAULT_SERVERS)]
     pub server: String,
+    /// A kubeconfig (made by `rkube-pki init`): TLS, credentials and the
+    /// replicas; without it --server is dialled in plaintext.
+    #[arg(long, env = "RKUBE_KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// Where to answer DNS, over UDP and TCP.
     #[arg(long, default_value = "0.0.0.0:53")]
     pub listen: SocketAddr,

@@ -41,9 +41,11 @@ async fn main() -> Result<()> {
         reverse_cidrs: config.reverse_cidrs.clone(),
     })));
     let records = Arc::new(Mutex::new(ClusterRecords::new(index.clone())));
-    let client = Client::from_list(&config.server)
-        .map_err(anyhow::Error::msg)
-        .context("--server")?;
+    let client =
+        rkube_api::kubeconfig::daemon_connect_config(config.kubeconfig.as_deref(), &config.server)
+            .and_then(|c| Client::connect(&c))
+            .map_err(anyhow::Error::msg)
+            .context("--server")?;
     watch::spawn_all(client, records);
 
     let upstreams = config.upstreams();

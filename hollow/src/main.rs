@@ -34,6 +34,10 @@ struct Args {
     /// Control-plane addresses, comma separated.
     #[arg(short = 's', long, env = "RKUBE_SERVER", default_value = rkube_api::client::DEFAULT_SERVERS)]
     server: String,
+    /// A kubeconfig (made by `rkube-pki init`): TLS, credentials and the
+    /// replicas; without it --server is dialled in plaintext.
+    #[arg(long, env = "RKUBE_KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
     /// Node names, comma separated (overrides --count/--prefix).
     #[arg(long, value_delimiter = ',')]
     names: Vec<String>,
@@ -461,7 +465,10 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let client = Client::from_list(&args.server).map_err(anyhow::Error::msg)?;
+        let client =
+            rkube_api::kubeconfig::daemon_connect_config(args.kubeconfig.as_deref(), &args.server)
+                .and_then(|c| Client::connect(&c))
+                .map_err(anyhow::Error::msg)?;
         let nodes: HashMap<String, Arc<HollowNode>> = names
             .iter()
             .enumerate()

@@ -93,6 +93,9 @@ pub struct Options {
     /// Per replica, the network namespace (`/run/netns/NAME`) it runs in;
     /// empty or missing: the test's own.
     pub netns: Vec<String>,
+    /// TLS everywhere with a PKI made for the test (`rkube-pki`); `false`
+    /// runs the replicas with `--insecure`.
+    pub secure: bool,
 }
 
 impl Default for Options {
@@ -107,6 +110,7 @@ impl Default for Options {
             host: "127.0.0.1".into(),
             hosts: Vec::new(),
             netns: Vec::new(),
+            secure: false,
         }
     }
 }
@@ -123,6 +127,8 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     peers: String,
     opts: Options,
+    /// The PKI directory of a secure cluster.
+    pki: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -146,10 +152,27 @@ impl Cluster {
             .map(|r| format!("{}={}", r.id, r.addr))
             .collect::<Vec<_>>()
             .join(",");
+        let pki = opts.secure.then(|| {
+            let pki = dir.path().join("pki");
+            rkube_pki::bootstrap(
+                &pki,
+                &rkube_pki::Plan {
+                    replicas: replicas
+                        .iter()
+                        .map(|r| (r.id, vec![r.addr.rsplit_once(':').unwrap().0.to_string()]))
+                        .collect(),
+                    nodes: Vec::new(),
+                    servers: replicas.iter().map(|r| r.addr.clone()).collect(),
+                },
+            )
+            .expect("making the test PKI");
+            pki
+        });
         let mut c = Cluster {
             replicas,
             peers,
             opts,
+            pki,
             _dir: dir,
         };
         for i in 0..c.replicas.len() {
@@ -199,6 +222,7 @@ impl Cluster {
                 &self.opts.history.to_string(),
             ])
             .args(&self.opts.extra_args)
+            .args(self.security_args(r.id))
             .env("RUST_LOG", "info,raft=warn")
             .stdout(Stdio::null())
             .stderr(match log {
@@ -208,6 +232,67 @@ impl Cluster {
             .spawn()
             .expect("spawning control-plane");
         self.replicas[i].child = Some(child);
+    }
+
+    fn security_args(&self, id: u64) -> Vec<String> {
+        match &self.pki {
+            None => vec!["--insecure".into()],
+            Some(pki) => {
+                let (cert, key) = rkube_pki::replica_cert(pki, id);
+                vec![
+                    "--tls-cert".into(),
+                    cert.display().to_string(),
+                    "--tls-key".into(),
+                    key.display().to_string(),
+                    "--client-ca".into(),
+                    pki.join("ca.crt").display().to_string(),
+                    "--token-auth-file".into(),
+                    pki.join(rkube_pki::TOKENS_FILE).display().to_string(),
+                ]
+            }
+        }
+    }
+
+    /// The PKI directory of a secure cluster.
+    pub fn pki_dir(&self) -> Option<&std::path::Path> {
+        self.pki.as_deref()
+    }
+
+    /// The kubeconfig of `who` (`admin`, `admin-token`, `kube-proxy`,
+    /// `kube-dns`, or `node-<name>`: node credentials are issued on first
+    /// use) in a secure cluster.
+    pub fn kubeconfig(&self, who: &str) -> PathBuf {
+        let pki = self
+            .pki
+            .as_ref()
+            .expect("a secure cluster (Options::secure)");
+        if let Some(node) = who.strip_prefix("node-") {
+            rkube_pki::bootstrap(
+                pki,
+                &rkube_pki::Plan {
+                    nodes: vec![node.to_string()],
+                    servers: self.replicas.iter().map(|r| r.addr.clone()).collect(),
+                    ..Default::default()
+                },
+            )
+            .expect("issuing a node credential");
+        }
+        rkube_pki::kubeconfig_path(pki, who)
+    }
+
+    /// How `who` connects (see [`Cluster::kubeconfig`]); the admin of an
+    /// insecure cluster is anyone.
+    pub fn connect_config(&self, who: &str) -> rkube_api::kubeconfig::ConnectConfig {
+        match &self.pki {
+            None => rkube_api::kubeconfig::ConnectConfig::insecure(&self.addresses()),
+            Some(_) => rkube_api::kubeconfig::load_connect_config(&self.kubeconfig(who))
+                .expect("loading a test kubeconfig"),
+        }
+    }
+
+    /// A failover client of `who` over every replica.
+    pub fn client_as(&self, who: &str) -> Client {
+        Client::connect(&self.connect_config(who)).expect("client")
     }
 
     /// The replica's log file (stderr), for failure messages.
@@ -225,12 +310,14 @@ impl Cluster {
 
     /// A failover client over every replica.
     pub fn client(&self) -> Client {
-        Client::from_list(&self.addresses()).expect("client")
+        self.client_as("admin")
     }
 
     /// A client that talks to replica `i` only (no other addresses).
     pub fn client_of(&self, i: usize) -> Client {
-        Client::from_list(&self.replicas[i].addr).expect("client")
+        let mut cfg = self.connect_config("admin");
+        cfg.servers = vec![self.replicas[i].addr.clone()];
+        Client::connect(&cfg).expect("client")
     }
 
     pub async fn status_of(&self, i: usize) -> Option<ClusterStatusResponse> {
@@ -355,11 +442,16 @@ impl Cluster {
             Some(i) => self.replicas[i].addr.clone(),
             None => self.addresses(),
         };
-        let out = Command::new(bin("rkubectl"))
+        let mut cmd = Command::new(bin("rkubectl"));
+        if self.pki.is_some() {
+            cmd.arg("--kubeconfig").arg(self.kubeconfig("admin"));
+        }
+        let out = cmd
             .arg("-s")
             .arg(&server)
             .args(args)
             .env_remove("RKUBE_SERVER")
+            .env_remove("RKUBECONFIG")
             .stdin(Stdio::null())
             .output()
             .expect("running rkubectl");
@@ -424,14 +516,19 @@ pub struct HollowNodes {
 
 impl HollowNodes {
     pub fn start(cluster: &Cluster, names: &[&str], extra: &[&str]) -> HollowNodes {
-        let mut args = vec![
-            "-s".to_string(),
-            cluster.addresses(),
+        let mut args = vec!["-s".to_string(), cluster.addresses()];
+        if let Some(_pki) = cluster.pki_dir() {
+            // One process plays many nodes: it cannot hold one node's
+            // credential, so it acts as the admin.
+            args.push("--kubeconfig".into());
+            args.push(cluster.kubeconfig("admin").display().to_string());
+        }
+        args.extend([
             "--names".to_string(),
             names.join(","),
             "--heartbeat".to_string(),
             "0.5".to_string(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut h = HollowNodes { child: None, args };
         h.spawn();

@@ -31,6 +31,10 @@ struct Flags {
     /// Control-plane replicas, comma-separated host:port.
     #[arg(short = 's', long = "server", env = "RKUBE_SERVER", default_value = DEFAULT_SERVERS)]
     server: String,
+    /// A kubeconfig (made by `rkube-pki init`): TLS, credentials and the
+    /// replicas; without it --server is dialled in plaintext.
+    #[arg(long, env = "RKUBE_KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
     /// The interface ClusterIPs are put on (created if missing).
     #[arg(long, default_value = "rkube-svc0")]
     interface: String,
@@ -123,9 +127,11 @@ async fn run(flags: Flags) -> Result<()> {
             .unwrap_or_else(|_| "unknown".into())
     });
 
-    let client = Client::from_list(&flags.server)
-        .map_err(anyhow::Error::msg)
-        .context("--server")?;
+    let client =
+        rkube_api::kubeconfig::daemon_connect_config(flags.kubeconfig.as_deref(), &flags.server)
+            .and_then(|c| Client::connect(&c))
+            .map_err(anyhow::Error::msg)
+            .context("--server")?;
     let iface = ServiceInterface::ensure(&flags.interface)
         .await
         .with_context(|| format!("preparing --interface {}", flags.interface))?;

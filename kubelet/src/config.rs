@@ -13,6 +13,10 @@ pub struct Config {
     /// Control-plane addresses, comma separated.
     #[arg(short = 's', long, env = "RKUBE_SERVER", default_value = rkube_api::client::DEFAULT_SERVERS)]
     pub server: String,
+    /// A kubeconfig (made by `rkube-pki init`): TLS, credentials and the
+    /// replicas; without it --server is dialled in plaintext.
+    #[arg(long, env = "RKUBE_KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// This node's name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,

@@ -34,7 +34,10 @@ async fn main() -> Result<()> {
             node::default_ip().context("no --node-ip given and no default route to take it from")?
         }
     };
-    let client = Client::from_list(&cfg.server).map_err(anyhow::Error::msg)?;
+    let connect =
+        rkube_api::kubeconfig::daemon_connect_config(cfg.kubeconfig.as_deref(), &cfg.server)
+            .map_err(anyhow::Error::msg)?;
+    let client = Client::connect(&connect).map_err(anyhow::Error::msg)?;
 
     // The runtime: wait for its socket and RuntimeReady.
     let (mut runtime, images) = loop {
@@ -65,6 +68,13 @@ async fn main() -> Result<()> {
         let ctx = server::ServerContext {
             runtime: runtime.clone(),
             node_name: node_name.clone(),
+            tls: connect.tls.as_ref().and_then(|t| {
+                Some(server::EndpointTls {
+                    cert_pem: t.cert_pem.clone()?,
+                    key_pem: t.key_pem.clone()?,
+                    ca_pem: t.ca_pem.clone(),
+                })
+            }),
         };
         async move {
             if let Err(e) = server::serve(listener, ctx).await {

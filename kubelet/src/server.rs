@@ -38,6 +38,38 @@ use crate::labels;
 pub struct ServerContext {
     pub runtime: RuntimeClient,
     pub node_name: String,
+    /// TLS: the node's certificate serves, and callers must present a
+    /// certificate from the cluster CA naming an admin (`system:masters`)
+    /// or a control-plane replica. `None`: plaintext, open (an insecure
+    /// cluster).
+    pub tls: Option<EndpointTls>,
+}
+
+/// PEM material of a secure endpoint.
+#[derive(Clone)]
+pub struct EndpointTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+}
+
+/// Only admins and the control plane may read logs and exec.
+#[allow(clippy::result_large_err)]
+fn authorize_caller(req: Request<()>) -> Result<Request<()>, Status> {
+    use rkube_api::kubeconfig::identities as id;
+    let certs = req.peer_certs().filter(|c| !c.is_empty()).ok_or_else(|| {
+        Status::unauthenticated("the kubelet endpoint requires a client certificate")
+    })?;
+    let who =
+        rkube_api::auth::identity_from_cert(certs[0].as_ref()).map_err(Status::unauthenticated)?;
+    if who.in_group(id::GROUP_MASTERS) || who.in_group(id::GROUP_CONTROL_PLANE) {
+        Ok(req)
+    } else {
+        Err(Status::permission_denied(format!(
+            "user {:?} may not use the kubelet endpoint (logs, exec)",
+            who.user
+        )))
+    }
 }
 
 /// Serves the endpoint on `listener` until the process ends.
@@ -51,10 +83,32 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: ServerContext) -> any
             Ok(s)
         })
     });
-    tonic::transport::Server::builder()
-        .add_service(KubeletServer::new(KubeletApi { ctx }))
-        .serve_with_incoming(incoming)
-        .await?;
+    let mut builder = tonic::transport::Server::builder();
+    match ctx.tls.clone() {
+        Some(t) => {
+            builder = builder.tls_config(
+                tonic::transport::ServerTlsConfig::new()
+                    .identity(tonic::transport::Identity::from_pem(
+                        &t.cert_pem,
+                        &t.key_pem,
+                    ))
+                    .client_ca_root(tonic::transport::Certificate::from_pem(&t.ca_pem)),
+            )?;
+            builder
+                .add_service(KubeletServer::with_interceptor(
+                    KubeletApi { ctx },
+                    authorize_caller,
+                ))
+                .serve_with_incoming(incoming)
+                .await?;
+        }
+        None => {
+            builder
+                .add_service(KubeletServer::new(KubeletApi { ctx }))
+                .serve_with_incoming(incoming)
+                .await?;
+        }
+    }
     Ok(())
 }
 

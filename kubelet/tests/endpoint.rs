@@ -337,6 +337,7 @@ impl Bed {
             ServerContext {
                 runtime: shim.rt.clone(),
                 node_name: NODE.into(),
+                tls: None,
             },
         ));
         let cluster = Cluster::start(Options {

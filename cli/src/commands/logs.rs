@@ -146,8 +146,23 @@ pub async fn target(ctx: &Ctx, pod_arg: &str, container: Option<&str>) -> Result
         bail!("the server answered something else than a node for {node:?}");
     };
     let url = kubelet_address(&node_obj)?;
-    let channel = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("bad kubelet address {url}"))?
+    // In a secure cluster the kubelet serves TLS under the node's name and
+    // wants our client certificate.
+    let mut endpoint =
+        Endpoint::from_shared(url.clone()).with_context(|| format!("bad kubelet address {url}"))?;
+    if let Some(tls) = &ctx.connect.tls {
+        let host = url.trim_start_matches("http://");
+        endpoint = Endpoint::from_shared(format!("https://{host}"))
+            .with_context(|| format!("bad kubelet address {url}"))?
+            .tls_config(rkube_api::client::client_tls(
+                &rkube_api::kubeconfig::TlsConfig {
+                    server_name: node.clone(),
+                    ..tls.clone()
+                },
+            ))
+            .context("TLS settings for the kubelet")?;
+    }
+    let channel = endpoint
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await

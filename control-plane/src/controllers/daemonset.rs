@@ -1910,7 +1910,7 @@ pub(crate) mod testing {
     pub(crate) async fn start() -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let transport = Transport::start(1, &[(1, "127.0.0.1:9".to_string())], tx.clone());
+        let transport = Transport::start(1, &[(1, "127.0.0.1:9".to_string())], tx.clone(), None);
         let cfg = RaftConfig {
             id: 1,
             voters: vec![1],

@@ -1165,7 +1165,7 @@ pub(crate) mod testing {
         let dir = tempfile::tempdir().expect("tempdir");
         let (tx, rx) = std::sync::mpsc::channel();
         let peers = vec![(1u64, "127.0.0.1:1".to_string())];
-        let transport = Transport::start(1, &peers, tx.clone());
+        let transport = Transport::start(1, &peers, tx.clone(), None);
         let (shared, _driver) = raft_node::start(
             RaftConfig {
                 id: 1,

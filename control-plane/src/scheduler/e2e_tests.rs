@@ -29,7 +29,7 @@ async fn single_replica() -> Cluster {
     let dir = tempfile::tempdir().unwrap();
     let (commands, rx) = std::sync::mpsc::channel();
     let peers = vec![(1, "127.0.0.1:1".to_string())];
-    let transport = Transport::start(1, &peers, commands.clone());
+    let transport = Transport::start(1, &peers, commands.clone(), None);
     let cfg = RaftConfig {
         id: 1,
         voters: vec![1],
