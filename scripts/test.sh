@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: builds every binary, then runs every test tier
 # that exists so far (unit tests beside the code; integration tests with real
-# processes on loopback). A test that cannot run because a prerequisite is
+# processes on loopback; then every fuzz target in fuzz/ for a bounded time,
+# scripts/fuzz.sh). A test that cannot run because a prerequisite is
 # missing prints "RKUBE-SKIP: <tier>: <why>"; under CI=true any such skip
 # fails the run, so CI never passes with a tier silently missing.
 set -euo pipefail
@@ -22,6 +23,13 @@ echo "== tests"
 set +e
 cargo test --workspace --locked -- --test-threads=2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+
+echo "== fuzz (bounded; scripts/fuzz.sh)"
+scripts/fuzz.sh 2>&1 | tee -a "$log"
+fuzz_status=${PIPESTATUS[0]}
+if [ "$status" -eq 0 ]; then
+  status=$fuzz_status
+fi
 set -e
 
 if grep -q "RKUBE-SKIP:" "$log"; then

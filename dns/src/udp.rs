@@ -185,6 +185,51 @@ pub async fn serve(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) {
     }
 }
 
+/// One UDP loop's per-datagram path without the receive side, for the fuzz
+/// target (`fuzz/fuzz_targets/dns_packet.rs`) and tests: each call handles a
+/// batch exactly as [`serve`] does (packet cache, parsing, FORMERR, the
+/// handler) and returns the answers that would be sent. Must run inside a
+/// tokio runtime (a forwarded query is spawned, as in [`serve`]).
+pub struct BatchAnswerer {
+    socket: Arc<UdpSocket>,
+    handler: Arc<DnsHandler>,
+    outbox: Arc<Outbox>,
+    cache: PacketCache,
+}
+
+impl BatchAnswerer {
+    /// `socket` is only used for answers that complete after the batch
+    /// (forwards).
+    pub fn new(socket: Arc<UdpSocket>, handler: Arc<DnsHandler>) -> BatchAnswerer {
+        BatchAnswerer {
+            socket,
+            handler,
+            outbox: Arc::new(Outbox::default()),
+            cache: PacketCache::default(),
+        }
+    }
+
+    /// Handles `datagrams` as one batch from `src`; returns the answers.
+    pub fn answer(&mut self, datagrams: &[&[u8]], src: SocketAddr) -> Vec<Vec<u8>> {
+        self.outbox.open();
+        let generation = self.handler.generation();
+        for bytes in datagrams {
+            handle(
+                bytes,
+                src,
+                &self.socket,
+                &self.handler,
+                &self.outbox,
+                &mut self.cache,
+                generation,
+            );
+        }
+        let mut out = Vec::new();
+        self.outbox.close(&mut out);
+        out.into_iter().map(|(b, _)| b).collect()
+    }
+}
+
 /// Handles one datagram: inline when the answer is ready at once, else as a
 /// task.
 fn handle(
