@@ -50,6 +50,17 @@ pub fn identity_from_cert(der: &[u8]) -> Result<Identity, String> {
     Ok(Identity { user, groups })
 }
 
+/// The identity in the client certificate the TLS layer verified for `req`.
+#[allow(clippy::result_large_err)]
+pub fn certificate_identity<T>(req: &tonic::Request<T>) -> Result<Identity, Status> {
+    match req.peer_certs() {
+        Some(certs) if !certs.is_empty() => {
+            identity_from_cert(certs[0].as_ref()).map_err(Status::unauthenticated)
+        }
+        _ => Err(Status::unauthenticated("no client certificate")),
+    }
+}
+
 /// Static bearer tokens, read from a file in Kubernetes' `--token-auth-file`
 /// format: `token,user,uid[,"group1,group2"]` per line.
 #[derive(Clone, Debug, Default)]
@@ -161,14 +172,12 @@ impl Authenticator {
                 .cloned()
                 .ok_or_else(|| Status::unauthenticated("invalid bearer token"));
         }
-        match req.peer_certs() {
-            Some(certs) if !certs.is_empty() => {
-                identity_from_cert(certs[0].as_ref()).map_err(Status::unauthenticated)
-            }
-            _ => Err(Status::unauthenticated(
+        certificate_identity(req).map_err(|s| match req.peer_certs() {
+            Some(c) if !c.is_empty() => s,
+            _ => Status::unauthenticated(
                 "anonymous requests are refused: present a client certificate or a bearer token",
-            )),
-        }
+            ),
+        })
     }
 }
 

@@ -79,10 +79,7 @@ pub fn endpoint(
     addr: &str,
     tls: Option<&crate::kubeconfig::TlsConfig>,
 ) -> Result<Endpoint, String> {
-    let host = addr
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
+    let host = crate::kubeconfig::strip_scheme(addr.trim());
     let uri = match tls {
         Some(_) => format!("https://{host}"),
         None => format!("http://{host}"),
@@ -169,6 +166,17 @@ impl Client {
                 failover_timeout: Duration::from_secs(15),
             }),
         })
+    }
+
+    /// What a daemon dials: its `--kubeconfig` if given, else `--server`
+    /// in plaintext.
+    pub fn for_daemon(
+        kubeconfig: Option<&std::path::Path>,
+        servers: &str,
+    ) -> Result<Client, String> {
+        Client::connect(&crate::kubeconfig::daemon_connect_config(
+            kubeconfig, servers,
+        )?)
     }
 
     /// Parses a comma-separated list of addresses.

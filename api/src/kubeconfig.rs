@@ -188,7 +188,7 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 /// Strips a scheme: the client picks its own from the TLS settings.
-fn strip_scheme(s: &str) -> String {
+pub(crate) fn strip_scheme(s: &str) -> String {
     s.trim_start_matches("https://")
         .trim_start_matches("http://")
         .trim_end_matches('/')

@@ -15,7 +15,7 @@ use rkube_api::proto::internal::raft_peer_server::RaftPeerServer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -75,13 +75,13 @@ impl Security {
     }
 
     /// How this replica dials its peers.
-    pub fn peer_tls(&self) -> ClientTlsConfig {
-        rkube_api::client::client_tls(&rkube_api::kubeconfig::TlsConfig {
+    pub fn peer_tls(&self) -> rkube_api::kubeconfig::TlsConfig {
+        rkube_api::kubeconfig::TlsConfig {
             ca_pem: self.ca_pem.clone(),
             cert_pem: Some(self.cert_pem.clone()),
             key_pem: Some(self.key_pem.clone()),
             server_name: rkube_api::kubeconfig::CONTROL_PLANE_SERVER_NAME.into(),
-        })
+        }
     }
 }
 

@@ -9,13 +9,13 @@
 use crate::raft_node::{Command, CommandSender};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
+use rkube_api::kubeconfig::TlsConfig;
 use rkube_api::proto::internal::raft_peer_client::RaftPeerClient;
 use rkube_api::proto::internal::raft_peer_server::RaftPeer;
 use rkube_api::proto::internal::{RaftBatch, SendAck};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::transport::{ClientTlsConfig, Endpoint};
 
 const MAX_BATCH: usize = 1024;
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
@@ -33,7 +33,7 @@ impl Transport {
         me: u64,
         peers: &[(u64, String)],
         commands: CommandSender,
-        tls: Option<ClientTlsConfig>,
+        tls: Option<TlsConfig>,
     ) -> Transport {
         let mut map = HashMap::new();
         for (id, addr) in peers {
@@ -69,19 +69,9 @@ async fn peer_sender(
     addr: String,
     mut rx: mpsc::UnboundedReceiver<Message>,
     commands: CommandSender,
-    tls: Option<ClientTlsConfig>,
+    tls: Option<TlsConfig>,
 ) {
-    let host = addr
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let uri = match tls {
-        Some(_) => format!("https://{host}"),
-        None => format!("http://{host}"),
-    };
-    let endpoint = match Endpoint::from_shared(uri).and_then(|e| match tls {
-        Some(t) => e.tls_config(t),
-        None => Ok(e),
-    }) {
+    let endpoint = match rkube_api::client::endpoint(&addr, tls.as_ref()) {
         Ok(e) => e
             .connect_timeout(Duration::from_millis(300))
             .tcp_nodelay(true)
@@ -160,15 +150,11 @@ impl RaftPeer for RaftPeerService {
     ) -> Result<tonic::Response<SendAck>, tonic::Status> {
         // Only control-plane replicas speak Raft (no token can).
         if self.auth.secure {
-            let who = match request.peer_certs() {
-                Some(c) if !c.is_empty() => rkube_api::auth::identity_from_cert(c[0].as_ref())
-                    .map_err(tonic::Status::unauthenticated)?,
-                _ => {
-                    return Err(tonic::Status::unauthenticated(
-                        "Raft peers must present a control-plane certificate",
-                    ))
-                }
-            };
+            let who = rkube_api::auth::certificate_identity(&request).map_err(|_| {
+                tonic::Status::unauthenticated(
+                    "Raft peers must present a control-plane certificate",
+                )
+            })?;
             if !who.in_group(rkube_api::kubeconfig::identities::GROUP_CONTROL_PLANE) {
                 return Err(tonic::Status::permission_denied(format!(
                     "user {:?} is not a control-plane replica",

@@ -41,11 +41,9 @@ async fn main() -> Result<()> {
         reverse_cidrs: config.reverse_cidrs.clone(),
     })));
     let records = Arc::new(Mutex::new(ClusterRecords::new(index.clone())));
-    let client =
-        rkube_api::kubeconfig::daemon_connect_config(config.kubeconfig.as_deref(), &config.server)
-            .and_then(|c| Client::connect(&c))
-            .map_err(anyhow::Error::msg)
-            .context("--server")?;
+    let client = Client::for_daemon(config.kubeconfig.as_deref(), &config.server)
+        .map_err(anyhow::Error::msg)
+        .context("--server")?;
     watch::spawn_all(client, records);
 
     let upstreams = config.upstreams();

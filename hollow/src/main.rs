@@ -465,10 +465,8 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let client =
-            rkube_api::kubeconfig::daemon_connect_config(args.kubeconfig.as_deref(), &args.server)
-                .and_then(|c| Client::connect(&c))
-                .map_err(anyhow::Error::msg)?;
+        let client = Client::for_daemon(args.kubeconfig.as_deref(), &args.server)
+            .map_err(anyhow::Error::msg)?;
         let nodes: HashMap<String, Arc<HollowNode>> = names
             .iter()
             .enumerate()

@@ -517,7 +517,7 @@ pub struct HollowNodes {
 impl HollowNodes {
     pub fn start(cluster: &Cluster, names: &[&str], extra: &[&str]) -> HollowNodes {
         let mut args = vec!["-s".to_string(), cluster.addresses()];
-        if let Some(_pki) = cluster.pki_dir() {
+        if cluster.pki_dir().is_some() {
             // One process plays many nodes: it cannot hold one node's
             // credential, so it acts as the admin.
             args.push("--kubeconfig".into());

@@ -127,11 +127,9 @@ async fn run(flags: Flags) -> Result<()> {
             .unwrap_or_else(|_| "unknown".into())
     });
 
-    let client =
-        rkube_api::kubeconfig::daemon_connect_config(flags.kubeconfig.as_deref(), &flags.server)
-            .and_then(|c| Client::connect(&c))
-            .map_err(anyhow::Error::msg)
-            .context("--server")?;
+    let client = Client::for_daemon(flags.kubeconfig.as_deref(), &flags.server)
+        .map_err(anyhow::Error::msg)
+        .context("--server")?;
     let iface = ServiceInterface::ensure(&flags.interface)
         .await
         .with_context(|| format!("preparing --interface {}", flags.interface))?;

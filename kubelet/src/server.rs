@@ -57,11 +57,9 @@ pub struct EndpointTls {
 #[allow(clippy::result_large_err)]
 fn authorize_caller(req: Request<()>) -> Result<Request<()>, Status> {
     use rkube_api::kubeconfig::identities as id;
-    let certs = req.peer_certs().filter(|c| !c.is_empty()).ok_or_else(|| {
+    let who = rkube_api::auth::certificate_identity(&req).map_err(|_| {
         Status::unauthenticated("the kubelet endpoint requires a client certificate")
     })?;
-    let who =
-        rkube_api::auth::identity_from_cert(certs[0].as_ref()).map_err(Status::unauthenticated)?;
     if who.in_group(id::GROUP_MASTERS) || who.in_group(id::GROUP_CONTROL_PLANE) {
         Ok(req)
     } else {

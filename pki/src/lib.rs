@@ -282,24 +282,11 @@ fn write_kubeconfig(path: &Path, kc: &Kubeconfig) -> Result<()> {
     write_private(path, &serde_yaml::to_string(kc)?)
 }
 
-fn valid_node_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 253
-        && n.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
-}
-
 /// Makes (or completes) the PKI in `dir`.
 pub fn bootstrap(dir: &Path, plan: &Plan) -> Result<()> {
     for n in &plan.nodes {
-        if !valid_node_name(n) {
-            bail!("node name {n:?} is not a valid DNS-1123 subdomain");
+        if let Some(why) = rkube_api::validation::dns1123_subdomain_error(n) {
+            bail!("node name {n:?}: {why}");
         }
     }
     if plan.servers.is_empty() {
