@@ -60,6 +60,9 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show the control-plane replicas and their state.
     ClusterInfo,
+    /// List, add or remove control-plane replicas (one change at a time).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Show the client version.
     Version(VersionArgs),
     /// List the resource types the API serves.
@@ -356,4 +359,23 @@ pub struct ApiResourcesArgs {
     /// Print the table without its header.
     #[arg(long = "no-headers")]
     pub no_headers: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCommand {
+    /// List the control-plane members (voters and learners).
+    List,
+    /// Add a replica: it joins as a learner, catches up, then votes. Start
+    /// it with --join (and an empty data directory) before or after.
+    Add {
+        /// The new replica's id (never one of a removed replica).
+        id: u64,
+        /// HOST:PORT where the other replicas reach it.
+        address: String,
+    },
+    /// Remove a replica for good (its data directory may not rejoin).
+    Remove {
+        /// The replica's id.
+        id: u64,
+    },
 }

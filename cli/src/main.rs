@@ -71,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(a) => commands::logs::run(&ctx, a).await,
         Command::Exec(a) => commands::exec::run(&ctx, a).await,
         Command::ClusterInfo => commands::cluster_info::run(&ctx).await,
+        Command::Member(m) => commands::member::run(&ctx, m).await,
         Command::Version(_) | Command::ApiResources(_) => Ok(()),
     }
 }

@@ -140,7 +140,8 @@ impl DiskLog {
                 .map_err(|e| anyhow::anyhow!("applying snapshot: {e}"))?;
             recovered_snapshot = Some(snapshot.clone());
         } else {
-            mem.initialize_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
+            let voters = initial_voters(dir, voters)?;
+            mem.initialize_with_conf_state(ConfState::from((voters, vec![])));
         }
         let wal_path = dir.join("wal.log");
         let mut truncated_tail = false;
@@ -368,6 +369,36 @@ impl DiskLog {
     }
 }
 
+/// The configuration a data directory started with, recorded when it was
+/// created (`initial-voters`), so that a restart before the first snapshot
+/// never takes a different one from changed flags (`--peers` listing a
+/// member added since, or `--join` left out). Directories made before the
+/// file existed take `voters`, as they always did.
+fn initial_voters(dir: &Path, voters: &[u64]) -> Result<Vec<u64>> {
+    let path = dir.join("initial-voters");
+    match fs::read_to_string(&path) {
+        Ok(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse::<u64>()
+                    .with_context(|| format!("{} holds {text:?}", path.display()))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = voters
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            write_atomically(dir, "initial-voters", text.as_bytes())?;
+            Ok(voters.to_vec())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 fn push_record(buf: &mut Vec<u8>, ty: u8, payload: &[u8]) {
     let mut h = crc32fast::Hasher::new();
     h.update(&[ty]);
@@ -477,11 +508,12 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, size: usize) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = 1;
-        e.data = vec![index as u8 | 1; size].into();
-        e
+        Entry {
+            index,
+            term: 1,
+            data: vec![index as u8 | 1; size].into(),
+            ..Default::default()
+        }
     }
 
     /// A data directory with `n` entries (one record each) and a HardState
@@ -496,10 +528,12 @@ mod tests {
             at += log.buf.len();
             log.sync().unwrap();
         }
-        let mut hs = HardState::default();
-        hs.term = 1;
-        hs.vote = 1;
-        hs.commit = n;
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: n,
+            ..Default::default()
+        };
         log.set_hard_state(&hs).unwrap();
         offsets.push(at);
         log.sync().unwrap();

@@ -70,6 +70,7 @@ impl From<ApiError> for Status {
             ApiError::Unavailable(m) => Status::unavailable(m),
             ApiError::OutcomeUnknown(m) => Status::deadline_exceeded(m),
             ApiError::Exhausted(m) => Status::resource_exhausted(m),
+            ApiError::FailedPrecondition(m) => Status::failed_precondition(m),
             ApiError::Internal(m) => Status::internal(m),
         }
     }
@@ -295,16 +296,9 @@ impl Api for GrpcApi {
             let sm = self.handlers.store().state();
             (sm.revision(), sm.len() as i64)
         };
-        let members = self
-            .handlers
-            .peers()
-            .iter()
-            .map(|p| Member {
-                id: p.id,
-                address: p.address.clone(),
-                is_leader: p.id == st.leader_id,
-                reachable: st.peers_active.get(&p.id).copied().unwrap_or(p.id == st.id),
-            })
+        let members = crate::membership::members_of(&st)
+            .into_iter()
+            .map(member_message)
             .collect();
         Ok(Response::new(ClusterStatusResponse {
             id: st.id,
@@ -319,5 +313,59 @@ impl Api for GrpcApi {
             last_log_index: st.last_index,
             object_count: count,
         }))
+    }
+
+    async fn member_add(
+        &self,
+        r: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        self.check_member_admin(&r)?;
+        let req = r.into_inner();
+        let (members, index) = self.handlers.member_add(req.id, &req.address).await?;
+        Ok(Response::new(MemberChangeResponse {
+            members: members.into_iter().map(member_message).collect(),
+            index,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        r: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        self.check_member_admin(&r)?;
+        let req = r.into_inner();
+        let (members, index) = self.handlers.member_remove(req.id).await?;
+        Ok(Response::new(MemberChangeResponse {
+            members: members.into_iter().map(member_message).collect(),
+            index,
+        }))
+    }
+}
+
+impl GrpcApi {
+    /// Membership changes are for cluster administrators (system:masters)
+    /// and the replicas themselves.
+    fn check_member_admin<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        let who = self.auth.authenticate(r)?;
+        if self.auth.secure
+            && !who.in_group(rkube_api::kubeconfig::identities::GROUP_MASTERS)
+            && !who.in_group(rkube_api::kubeconfig::identities::GROUP_CONTROL_PLANE)
+        {
+            return Err(denied(format!(
+                "user {:?} may not change the control-plane membership",
+                who.user
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn member_message(m: crate::membership::MemberView) -> Member {
+    Member {
+        id: m.id,
+        address: m.address,
+        is_leader: m.is_leader,
+        reachable: m.reachable,
+        learner: m.learner,
     }
 }

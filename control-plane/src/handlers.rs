@@ -54,6 +54,9 @@ pub enum ApiError {
     /// A range to allocate from is full (node podCIDRs).
     #[error("{0}")]
     Exhausted(String),
+    /// Refused in the current state; nothing was done.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -64,6 +67,10 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
             StoreError::Internal(m) => ApiError::Internal(m),
+            StoreError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+            StoreError::NotLeader(id) => ApiError::Unavailable(format!(
+                "this replica is not the leader (the leader is replica {id}); retry"
+            )),
         }
     }
 }
@@ -86,6 +93,9 @@ pub struct Handlers {
     /// Set when the replica shuts down: open watches end so clients fail
     /// over instead of hanging on a dying server.
     stop: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Held for the whole of a membership change (an add spans two
+    /// configuration changes and the learner's catch-up).
+    pub(crate) membership: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An object as read for a read-modify-write.
@@ -111,6 +121,7 @@ impl Handlers {
             peers: Arc::new(peers),
             pod_cidrs: Arc::new(CidrConfig::default()),
             stop: Arc::new(tokio::sync::watch::channel(false).0),
+            membership: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod handlers;
 pub mod leader;
 pub mod logging;
+pub mod membership;
 pub mod node_ipam;
 pub mod raft_node;
 pub mod scheduler;

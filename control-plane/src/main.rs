@@ -90,6 +90,12 @@ struct Args {
     /// only; without it the TLS flags are required.
     #[arg(long, env = "RKUBE_INSECURE")]
     insecure: bool,
+    /// Join a running cluster: with a new (empty) data directory, start with
+    /// no configuration and wait for the leader, after `rkubectl member add
+    /// ID ADDRESS` elsewhere. --peers then names the current members (and
+    /// this replica). Ignored once the directory holds state.
+    #[arg(long, env = "RKUBE_JOIN")]
+    join: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -142,6 +148,7 @@ fn main() -> anyhow::Result<()> {
     let cfg = ServerConfig {
         id: args.id,
         peers,
+        join: args.join,
         listen,
         data_dir: args.data_dir,
         tick: Duration::from_millis(args.tick_ms.max(1)),

@@ -14,10 +14,12 @@ use crate::transport::Transport;
 use anyhow::{Context, Result};
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType, Message, MessageType, Snapshot};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, EntryType, Message, MessageType, Snapshot,
+};
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
-use rkube_api::proto::internal::{Proposal, TxnResult};
-use std::collections::HashMap;
+use rkube_api::proto::internal::{MembershipContext, Proposal, TxnResult};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -33,6 +35,13 @@ pub enum StoreError {
     /// A write was proposed but its fate is unknown.
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// Refused as asked; nothing was done (a membership change while
+    /// another is in progress, or one that makes no sense).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Only the leader does this; nothing was done. `0`: none known.
+    #[error("replica is not the leader (the leader is replica {0})")]
+    NotLeader(u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +67,14 @@ pub struct RaftStatus {
     pub last_index: u64,
     /// For a leader: which peers answer (matched index advancing).
     pub peers_active: HashMap<u64, bool>,
+    /// For a leader: each member's highest index known to be in its log.
+    pub matched: HashMap<u64, u64>,
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// A configuration change is proposed and not yet applied.
+    pub pending_conf: bool,
+    /// Every member's address (learners included).
+    pub members: BTreeMap<u64, String>,
 }
 
 pub enum Command {
@@ -76,6 +93,17 @@ pub enum Command {
         ok: bool,
     },
     Status(oneshot::Sender<RaftStatus>),
+    /// A membership change (leader only); answered with the index it took
+    /// effect at, once applied here.
+    ConfChange {
+        request_id: u64,
+        change: ConfChangeV2,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    /// Hand leadership to this voter.
+    TransferLeader(u64),
+    /// A peer says this replica was removed from the cluster: stop.
+    Removed(String),
     Shutdown,
 }
 
@@ -85,12 +113,21 @@ pub struct Shared {
     pub applied: watch::Sender<u64>,
     pub revision: watch::Sender<i64>,
     pub leader: watch::Sender<LeaderInfo>,
+    /// Removed replica ids and the index of each removal (the peer service
+    /// refuses their messages).
+    pub removed: Arc<parking_lot::RwLock<BTreeMap<u64, u64>>>,
 }
 
 #[derive(Clone, Debug)]
 pub struct RaftConfig {
     pub id: u64,
     pub voters: Vec<u64>,
+    /// Every initial member's address (`--peers`): the membership until the
+    /// first configuration change records its own.
+    pub peers: Vec<(u64, String)>,
+    /// Joining an existing cluster: a new data directory starts with no
+    /// configuration and waits for the leader's snapshot.
+    pub join: bool,
     pub data_dir: PathBuf,
     pub tick: Duration,
     pub election_ticks: usize,
@@ -113,6 +150,10 @@ struct Driver {
     transport: Transport,
     cfg: RaftConfig,
     pending: HashMap<u64, oneshot::Sender<Result<TxnResult, StoreError>>>,
+    pending_conf: HashMap<u64, oneshot::Sender<Result<u64, StoreError>>>,
+    /// A configuration change was applied: snapshot (and compact) now, so
+    /// that a joining replica is always sent a snapshot that includes it.
+    snapshot_now: bool,
     reads: HashMap<Vec<u8>, (Instant, Vec<ReadWaiter>)>,
     new_reads: Vec<ReadWaiter>,
     read_seq: u64,
@@ -128,7 +169,8 @@ pub fn start(
     transport: Transport,
     rx: Receiver<Command>,
 ) -> Result<(Arc<Shared>, std::thread::JoinHandle<()>)> {
-    let recovered = DiskLog::open(&cfg.data_dir, &cfg.voters)?;
+    let initial: &[u64] = if cfg.join { &[] } else { &cfg.voters };
+    let recovered = DiskLog::open(&cfg.data_dir, initial)?;
     let mut sm = StateMachine::new(cfg.history_limit);
     let mut applied = 0;
     if let Some(snap) = &recovered.snapshot {
@@ -136,6 +178,21 @@ pub fn start(
             .context("restoring the state machine from snapshot.bin")?;
         applied = snap.get_metadata().index;
     }
+    if let Some(index) = sm.removed().get(&cfg.id) {
+        anyhow::bail!(
+            "replica {} was removed from the cluster at log index {index}: its data directory \
+             {} is stale and may not serve or rejoin; to bring this machine back, empty the \
+             directory and add it as a new member with a new id (rkubectl member add ID \
+             ADDRESS, then start it with --join)",
+            cfg.id,
+            cfg.data_dir.display()
+        );
+    }
+    let mut transport = transport;
+    if !sm.members().is_empty() {
+        transport.set_peers(sm.members());
+    }
+    let removed = Arc::new(parking_lot::RwLock::new(sm.removed().clone()));
     let storage = recovered.log.storage();
     let raft_cfg = raft::Config {
         id: cfg.id,
@@ -160,6 +217,7 @@ pub fn start(
         applied: applied_tx,
         revision: rev_tx,
         leader: leader_tx,
+        removed,
     });
     let last_snapshot = recovered.log.storage().snapshot_index();
     let mut driver = Driver {
@@ -170,6 +228,8 @@ pub fn start(
         transport,
         cfg,
         pending: HashMap::new(),
+        pending_conf: HashMap::new(),
+        snapshot_now: false,
         reads: HashMap::new(),
         new_reads: Vec::new(),
         read_seq: 0,
@@ -289,9 +349,53 @@ impl Driver {
             Command::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Command::ConfChange {
+                request_id,
+                change,
+                reply,
+            } => self.propose_conf_change(request_id, change, reply),
+            Command::TransferLeader(to) => self.node.transfer_leader(to),
+            Command::Removed(why) => anyhow::bail!("{why}"),
             Command::Shutdown => {}
         }
         Ok(())
+    }
+
+    fn propose_conf_change(
+        &mut self,
+        request_id: u64,
+        change: ConfChangeV2,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    ) {
+        if self.node.raft.state != StateRole::Leader {
+            let _ = reply.send(Err(StoreError::NotLeader(self.node.raft.leader_id)));
+            return;
+        }
+        if self.node.raft.has_pending_conf() || !self.pending_conf.is_empty() {
+            // raft-rs would turn a second pending change into an empty entry.
+            let _ = reply.send(Err(StoreError::FailedPrecondition(
+                "another membership change is in progress; one change at a time: retry when \
+                 it has been applied"
+                    .into(),
+            )));
+            return;
+        }
+        let context = Proposal {
+            origin: self.id,
+            request_id,
+            txn: None,
+        }
+        .encode_to_vec();
+        match self.node.propose_conf_change(context, change) {
+            Ok(()) => {
+                self.pending_conf.insert(request_id, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(StoreError::FailedPrecondition(format!(
+                    "membership change refused: {e}"
+                ))));
+            }
+        }
     }
 
     /// One ReadIndex round for every read that arrived in this iteration.
@@ -395,6 +499,15 @@ impl Driver {
                 )));
             }
         }
+        if info.term != self.leader.term {
+            for (_, w) in self.pending_conf.drain() {
+                let _ = w.send(Err(StoreError::OutcomeUnknown(
+                    "the control-plane leader changed while this membership change was in \
+                     flight; its outcome is unknown: list the members before retrying"
+                        .into(),
+                )));
+            }
+        }
         if info != self.leader {
             tracing::info!(
                 leader = info.leader_id,
@@ -418,6 +531,7 @@ impl Driver {
         self.log.install_snapshot(snap)?;
         self.applied = index;
         self.last_snapshot = index;
+        self.membership_changed();
         let rev = self.shared.sm.read().revision();
         self.shared.revision.send_replace(rev);
         self.shared.applied.send_replace(index);
@@ -429,6 +543,9 @@ impl Driver {
             return Ok(());
         }
         let mut replies = Vec::new();
+        let mut conf_applied = Vec::new();
+        let mut conf_replies = Vec::new();
+        let mut removed_self = None;
         {
             let shared = self.shared.clone();
             let mut sm = shared.sm.write();
@@ -458,11 +575,49 @@ impl Driver {
                         let cc = ConfChange::parse_from_bytes(&e.data)?;
                         let cs = self.node.apply_conf_change(&cc)?;
                         self.log.set_conf_state(cs);
+                        self.snapshot_now = true;
                     }
                     EntryType::EntryConfChangeV2 => {
                         let cc = ConfChangeV2::parse_from_bytes(&e.data)?;
                         let cs = self.node.apply_conf_change(&cc)?;
                         self.log.set_conf_state(cs);
+                        let removed: Vec<u64> = cc
+                            .get_changes()
+                            .iter()
+                            .filter(|c| c.get_change_type() == ConfChangeType::RemoveNode)
+                            .map(|c| c.node_id)
+                            .collect();
+                        let members: BTreeMap<u64, String> =
+                            MembershipContext::decode(cc.get_context())
+                                .unwrap_or_default()
+                                .members
+                                .into_iter()
+                                .map(|m| (m.id, m.address))
+                                .collect();
+                        if members.is_empty() {
+                            let same = sm.members().clone();
+                            sm.set_members(same, &removed, e.index);
+                        } else {
+                            sm.set_members(members, &removed, e.index);
+                        }
+                        tracing::info!(
+                            index = e.index,
+                            voters = ?cs_voters(&self.node),
+                            learners = ?cs_learners(&self.node),
+                            "membership changed"
+                        );
+                        self.snapshot_now = true;
+                        conf_applied.push(e.index);
+                        if let Some(w) = Proposal::decode(e.get_context())
+                            .ok()
+                            .filter(|p| p.origin == self.id)
+                            .and_then(|p| self.pending_conf.remove(&p.request_id))
+                        {
+                            conf_replies.push((w, e.index));
+                        }
+                        if removed.contains(&self.id) {
+                            removed_self = Some(e.index);
+                        }
                     }
                     _ => {}
                 }
@@ -470,15 +625,58 @@ impl Driver {
             }
             self.shared.revision.send_replace(sm.revision());
         }
+        if !conf_applied.is_empty() {
+            self.membership_changed();
+        }
         self.shared.applied.send_replace(self.applied);
         for (w, r) in replies {
             let _ = w.send(Ok(r));
         }
+        for (w, index) in conf_replies {
+            let _ = w.send(Ok(index));
+        }
+        if let Some(index) = removed_self {
+            // Take the snapshot that records the removal first, so a restart
+            // on this directory refuses at once.
+            self.maybe_snapshot()?;
+            anyhow::bail!(
+                "replica {} was removed from the cluster at log index {index}; stopping: its \
+                 data directory may not serve or rejoin (add the machine again as a new member \
+                 with a new id and an empty directory)",
+                self.id
+            );
+        }
         Ok(())
     }
 
+    /// After the state machine's membership changed (a configuration change
+    /// applied, or a snapshot installed): tell the transport and the peer
+    /// service.
+    fn membership_changed(&mut self) {
+        let sm = self.shared.sm.read();
+        *self.shared.removed.write() = sm.removed().clone();
+        if !sm.members().is_empty() {
+            self.transport.set_peers(sm.members());
+        }
+    }
+
+    /// Every member's address as this replica knows it: the last
+    /// configuration change's list, else the initial `--peers`.
+    pub fn member_addresses(&self) -> BTreeMap<u64, String> {
+        let sm = self.shared.sm.read();
+        if sm.members().is_empty() {
+            self.cfg.peers.iter().cloned().collect()
+        } else {
+            sm.members().clone()
+        }
+    }
+
     fn maybe_snapshot(&mut self) -> Result<()> {
-        if self.applied < self.last_snapshot + self.cfg.snapshot_interval {
+        let forced = std::mem::take(&mut self.snapshot_now);
+        if !forced && self.applied < self.last_snapshot + self.cfg.snapshot_interval {
+            return Ok(());
+        }
+        if self.applied <= self.last_snapshot {
             return Ok(());
         }
         let index = self.applied;
@@ -491,7 +689,11 @@ impl Driver {
         meta.term = term;
         meta.set_conf_state(self.node.raft.prs().conf().to_conf_state());
         let started = Instant::now();
-        self.log.save_own_snapshot(snap, self.cfg.snapshot_keep)?;
+        // After a configuration change keep nothing behind the snapshot: a
+        // replica that joins must start from a snapshot (the initial
+        // configuration is not in the log), never from index 1.
+        let keep = if forced { 0 } else { self.cfg.snapshot_keep };
+        self.log.save_own_snapshot(snap, keep)?;
         self.last_snapshot = index;
         tracing::info!(
             index,
@@ -505,9 +707,11 @@ impl Driver {
         let st = self.node.status();
         let store = self.node.store();
         let mut peers_active = HashMap::new();
+        let mut matched = HashMap::new();
         if let Some(prs) = st.progress {
             for (id, pr) in prs.iter() {
                 peers_active.insert(*id, pr.recent_active || *id == self.id);
+                matched.insert(*id, pr.matched);
             }
         }
         RaftStatus {
@@ -520,8 +724,25 @@ impl Driver {
             first_index: store.first_index().unwrap_or(0),
             last_index: store.last_index().unwrap_or(0),
             peers_active,
+            matched,
+            voters: cs_voters(&self.node),
+            learners: cs_learners(&self.node),
+            pending_conf: self.node.raft.has_pending_conf() || !self.pending_conf.is_empty(),
+            members: self.member_addresses(),
         }
     }
+}
+
+fn cs_voters(node: &RawNode<RaftStorage>) -> Vec<u64> {
+    let mut v: Vec<u64> = node.raft.prs().conf().voters().ids().iter().collect();
+    v.sort_unstable();
+    v
+}
+
+fn cs_learners(node: &RawNode<RaftStorage>) -> Vec<u64> {
+    let mut v: Vec<u64> = node.raft.prs().conf().learners().iter().copied().collect();
+    v.sort_unstable();
+    v
 }
 
 /// Sends commands to the driver.

@@ -20,8 +20,12 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub id: u64,
-    /// Every replica: (id, host:port).
+    /// Every replica: (id, host:port). The initial configuration; once
+    /// membership changes, the replicated member list replaces it.
     pub peers: Vec<(u64, String)>,
+    /// Join an existing cluster (`--join`): a new data directory starts with
+    /// no configuration and waits to be added (`rkubectl member add`).
+    pub join: bool,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub tick: Duration,
@@ -111,8 +115,12 @@ pub fn parse_peers(s: &str) -> Result<Vec<(u64, String)>> {
 
 /// Runs a replica until `shutdown` resolves.
 pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    if !cfg.peers.iter().any(|(id, _)| *id == cfg.id) {
-        bail!("--id {} is not among the peers", cfg.id);
+    if !cfg.join && !cfg.peers.iter().any(|(id, _)| *id == cfg.id) {
+        bail!(
+            "--id {} is not among the peers (a replica joining an existing cluster is \
+             started with --join)",
+            cfg.id
+        );
     }
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel();
     let peer_tls = cfg.security.as_ref().map(Security::peer_tls);
@@ -120,6 +128,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
     let raft_cfg = RaftConfig {
         id: cfg.id,
         voters: cfg.peers.iter().map(|(id, _)| *id).collect(),
+        peers: cfg.peers.clone(),
+        join: cfg.join,
         data_dir: cfg.data_dir.clone(),
         tick: cfg.tick,
         election_ticks: cfg.election_ticks,
@@ -129,6 +139,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
         history_limit: cfg.history_limit,
     };
     let (shared, driver) = raft_node::start(raft_cfg, transport, cmd_rx)?;
+    let removed = shared.removed.clone();
     let store = Store::new(cfg.id, cmd_tx.clone(), shared);
     let peers = cfg
         .peers
@@ -161,6 +172,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
     let peer_svc = RaftPeerServer::new(RaftPeerService {
         commands: cmd_tx.clone(),
         auth,
+        removed,
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -8,7 +8,7 @@
 
 use prost::Message as _;
 use rkube_api::proto::internal::{
-    compare::Target, op::Op as OpKind, StateSnapshot, Txn, TxnResult,
+    compare::Target, op::Op as OpKind, MemberAddress, RemovedMember, StateSnapshot, Txn, TxnResult,
 };
 use rkube_api::proto::Object;
 use std::collections::{BTreeMap, VecDeque};
@@ -67,6 +67,11 @@ pub struct StateMachine {
     history_limit: usize,
     /// Every change with a revision greater than this is in `history`.
     compacted: i64,
+    /// Control-plane members' addresses, set by configuration changes
+    /// (empty until the first: the replicas' `--peers` then).
+    members: BTreeMap<u64, String>,
+    /// Removed replica ids and the log index that removed each.
+    removed: BTreeMap<u64, u64>,
 }
 
 impl StateMachine {
@@ -77,7 +82,29 @@ impl StateMachine {
             history: VecDeque::new(),
             history_limit: history_limit.max(1),
             compacted: 0,
+            members: BTreeMap::new(),
+            removed: BTreeMap::new(),
         }
+    }
+
+    /// The members' addresses as the last configuration change set them
+    /// (empty before any change).
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
+    }
+
+    /// Removed replica ids, each with the index of its removal.
+    pub fn removed(&self) -> &BTreeMap<u64, u64> {
+        &self.removed
+    }
+
+    /// Applies the membership part of a configuration change entry at
+    /// `index`: the new address list, and the ids that left it for good.
+    pub fn set_members(&mut self, members: BTreeMap<u64, String>, removed: &[u64], index: u64) {
+        for id in removed {
+            self.removed.entry(*id).or_insert(index);
+        }
+        self.members = members;
     }
 
     pub fn revision(&self) -> i64 {
@@ -237,6 +264,20 @@ impl StateMachine {
             encode_varint(entry.len() as u64, &mut buf);
             buf.extend_from_slice(&entry);
         }
+        for (id, address) in &self.members {
+            let m = MemberAddress {
+                id: *id,
+                address: address.clone(),
+            };
+            message::encode(3, &m, &mut buf);
+        }
+        for (id, index) in &self.removed {
+            let r = RemovedMember {
+                id: *id,
+                index: *index,
+            };
+            message::encode(4, &r, &mut buf);
+        }
         buf
     }
 
@@ -259,6 +300,12 @@ impl StateMachine {
             })
             .collect();
         self.revision = snap.revision;
+        self.members = snap
+            .members
+            .into_iter()
+            .map(|m| (m.id, m.address))
+            .collect();
+        self.removed = snap.removed.into_iter().map(|r| (r.id, r.index)).collect();
         self.history.clear();
         self.compacted = snap.revision;
         Ok(())
@@ -372,5 +419,29 @@ mod tests {
             "history is gone after restore"
         );
         assert!(other.changes_since(3, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn membership_travels_in_snapshots() {
+        let mut sm = StateMachine::new(10);
+        sm.apply(create("/registry/pods/default/a", pod("a")));
+        let members: BTreeMap<u64, String> = [(1, "a:1".to_string()), (4, "d:4".to_string())]
+            .into_iter()
+            .collect();
+        sm.set_members(members.clone(), &[2], 7);
+        // A second removal record of the same id keeps the first index.
+        sm.set_members(members.clone(), &[2, 3], 9);
+        let mut other = StateMachine::new(10);
+        other.restore(&sm.snapshot()).unwrap();
+        assert_eq!(other.members(), &members);
+        assert_eq!(
+            other
+                .removed()
+                .iter()
+                .map(|(a, b)| (*a, *b))
+                .collect::<Vec<_>>(),
+            vec![(2, 7), (3, 9)]
+        );
+        assert_eq!(other.range("/registry/pods/").count(), 1);
     }
 }

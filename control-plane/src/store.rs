@@ -125,6 +125,41 @@ impl Store {
         self.shared.leader.subscribe()
     }
 
+    /// Proposes a membership change (leader only) and waits until it is
+    /// applied here; answers the log index it took effect at.
+    pub async fn conf_change(
+        &self,
+        change: raft::eraftpb::ConfChangeV2,
+    ) -> Result<u64, StoreError> {
+        let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::ConfChange {
+                request_id,
+                change,
+                reply: tx,
+            })
+            .map_err(|_| StoreError::Unavailable("replica is shutting down".into()))?;
+        match tokio::time::timeout(self.write_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::OutcomeUnknown(
+                "the membership change was dropped in flight; its outcome is unknown".into(),
+            )),
+            Err(_) => Err(StoreError::OutcomeUnknown(format!(
+                "the membership change was not applied within {:?}; its outcome is unknown",
+                self.write_timeout
+            ))),
+        }
+    }
+
+    /// Asks raft to hand leadership to `to` (a voter); watch `leader()` for
+    /// the outcome.
+    pub fn transfer_leader(&self, to: u64) -> Result<(), StoreError> {
+        self.commands
+            .send(Command::TransferLeader(to))
+            .map_err(|_| StoreError::Unavailable("replica is shutting down".into()))
+    }
+
     pub async fn status(&self) -> Result<RaftStatus, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.commands

@@ -5,6 +5,11 @@
 //! batch accumulates. A failed call drops its batch (Raft retransmits) and
 //! reports the peer unreachable. Incoming: the `RaftPeer` service hands each
 //! message to the driver.
+//!
+//! Peers come and go with configuration changes: the driver adds a sender
+//! for a new member and drops a removed one's. A removed replica's messages
+//! are refused with `FailedPrecondition` naming the index that removed it;
+//! a replica told so by a peer stops (its data directory is stale).
 
 use crate::raft_node::{Command, CommandSender};
 use protobuf::Message as _;
@@ -20,10 +25,18 @@ use tokio::sync::mpsc;
 const MAX_BATCH: usize = 1024;
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
+/// The message a peer sends back to a removed replica; the removed replica
+/// stops with it.
+pub const REMOVED_MARKER: &str = "was removed from the cluster";
+
 /// The sending side, used by the driver thread.
-#[derive(Clone)]
 pub struct Transport {
-    peers: HashMap<u64, mpsc::UnboundedSender<Message>>,
+    me: u64,
+    peers: HashMap<u64, (String, mpsc::UnboundedSender<Message>)>,
+    commands: CommandSender,
+    tls: Option<TlsConfig>,
+    /// Where sender tasks run (the driver thread is not a tokio thread).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Transport {
@@ -35,28 +48,67 @@ impl Transport {
         commands: CommandSender,
         tls: Option<TlsConfig>,
     ) -> Transport {
-        let mut map = HashMap::new();
+        let mut t = Transport {
+            me,
+            peers: HashMap::new(),
+            commands,
+            tls,
+            runtime: tokio::runtime::Handle::current(),
+        };
         for (id, addr) in peers {
-            if *id == me {
-                continue;
-            }
-            let (tx, rx) = mpsc::unbounded_channel();
-            map.insert(*id, tx);
-            tokio::spawn(peer_sender(
-                me,
-                *id,
-                addr.clone(),
-                rx,
-                commands.clone(),
-                tls.clone(),
-            ));
+            t.add_peer(*id, addr);
         }
-        Transport { peers: map }
+        t
+    }
+
+    /// Starts sending to `id` at `addr` (replacing an older address).
+    pub fn add_peer(&mut self, id: u64, addr: &str) {
+        if id == self.me {
+            return;
+        }
+        if let Some((old, _)) = self.peers.get(&id) {
+            if old == addr {
+                return;
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.peers.insert(id, (addr.to_string(), tx));
+        self.runtime.spawn(peer_sender(
+            self.me,
+            id,
+            addr.to_string(),
+            rx,
+            self.commands.clone(),
+            self.tls.clone(),
+        ));
+    }
+
+    /// Stops sending to `id` (its sender task ends with its queue).
+    pub fn remove_peer(&mut self, id: u64) {
+        if self.peers.remove(&id).is_some() {
+            tracing::info!(peer = id, "peer removed from the transport");
+        }
+    }
+
+    /// Makes the peer set exactly `members` (ids other than this replica's).
+    pub fn set_peers(&mut self, members: &std::collections::BTreeMap<u64, String>) {
+        let gone: Vec<u64> = self
+            .peers
+            .keys()
+            .filter(|id| !members.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.remove_peer(id);
+        }
+        for (id, addr) in members {
+            self.add_peer(*id, addr);
+        }
     }
 
     pub fn send(&self, msgs: Vec<Message>) {
         for m in msgs {
-            if let Some(tx) = self.peers.get(&m.to) {
+            if let Some((_, tx)) = self.peers.get(&m.to) {
                 let _ = tx.send(m);
             }
         }
@@ -111,10 +163,19 @@ async fn peer_sender(
         } else {
             Duration::from_secs(60)
         };
-        let ok = matches!(
-            tokio::time::timeout(limit, client.send(req)).await,
-            Ok(Ok(_))
-        );
+        let ok = match tokio::time::timeout(limit, client.send(req)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(s))
+                if s.code() == tonic::Code::FailedPrecondition
+                    && s.message().contains(REMOVED_MARKER) =>
+            {
+                // This replica is no longer a member: it must not go on
+                // serving (or campaigning) from a stale data directory.
+                let _ = commands.send(Command::Removed(s.message().to_string()));
+                return;
+            }
+            _ => false,
+        };
         for to in &snapshots {
             let _ = commands.send(Command::SnapshotSent { to: *to, ok });
         }
@@ -140,6 +201,9 @@ async fn peer_sender(
 pub struct RaftPeerService {
     pub commands: CommandSender,
     pub auth: rkube_api::auth::Authenticator,
+    /// Removed replica ids (and the index of each removal), kept current by
+    /// the driver.
+    pub removed: std::sync::Arc<parking_lot::RwLock<std::collections::BTreeMap<u64, u64>>>,
 }
 
 #[tonic::async_trait]
@@ -163,6 +227,14 @@ impl RaftPeer for RaftPeerService {
             }
         }
         let batch = request.into_inner();
+        if let Some(index) = self.removed.read().get(&batch.from).copied() {
+            return Err(tonic::Status::failed_precondition(format!(
+                "replica {} {REMOVED_MARKER} at log index {index}; its data directory is \
+                 stale and it may not rejoin: empty it and add it again as a new member \
+                 (rkubectl member add) with a new id",
+                batch.from
+            )));
+        }
         for bytes in batch.messages {
             let m = Message::parse_from_bytes(&bytes).map_err(|e| {
                 tonic::Status::invalid_argument(format!("undecodable raft message: {e}"))

@@ -119,6 +119,8 @@ pub struct Replica {
     pub id: u64,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// Started with `--join` (added to a running cluster).
+    pub join: bool,
     child: Option<Child>,
 }
 
@@ -144,6 +146,7 @@ impl Cluster {
                     free_port()
                 ),
                 data_dir: dir.path().join(format!("cp{id}")),
+                join: false,
                 child: None,
             })
             .collect();
@@ -222,6 +225,7 @@ impl Cluster {
                 &self.opts.history.to_string(),
             ])
             .args(&self.opts.extra_args)
+            .args(r.join.then_some("--join"))
             .args(self.security_args(r.id))
             .env("RUST_LOG", "info,raft=warn")
             .stdout(Stdio::null())
@@ -251,6 +255,40 @@ impl Cluster {
                 ]
             }
         }
+    }
+
+    /// Starts a new replica with `--join` (the next unused id, a fresh data
+    /// directory, a certificate of its own in a secure cluster) and returns
+    /// its index. It serves nothing until a member add makes it a member.
+    pub fn add_replica(&mut self) -> usize {
+        let id = self.replicas.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        let host = self.opts.host.clone();
+        let addr = format!("{host}:{}", free_port());
+        if let Some(pki) = &self.pki {
+            let mut servers: Vec<String> = self.replicas.iter().map(|r| r.addr.clone()).collect();
+            servers.push(addr.clone());
+            rkube_pki::bootstrap(
+                pki,
+                &rkube_pki::Plan {
+                    replicas: vec![(id, vec![host.clone()])],
+                    servers,
+                    ..Default::default()
+                },
+            )
+            .expect("issuing the new replica's certificate");
+        }
+        self.peers.push_str(&format!(",{id}={addr}"));
+        let data_dir = self._dir.path().join(format!("cp{id}"));
+        self.replicas.push(Replica {
+            id,
+            addr,
+            data_dir,
+            join: true,
+            child: None,
+        });
+        let i = self.replicas.len() - 1;
+        self.spawn(i);
+        i
     }
 
     /// The PKI directory of a secure cluster.

@@ -908,3 +908,60 @@ async fn watch_loop(sh: Arc<Shared>, id: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The committed history of the workload's namespace: a watch from the
+/// run's first revision up to the closing write, on a healed cluster, from
+/// the first replica that still holds that much history (`None` when every
+/// replica restarted from, or installed, a snapshot during the run).
+pub async fn committed_history(
+    cluster: &Cluster,
+    ns: &str,
+    from: i64,
+    end: i64,
+) -> Option<Vec<Event>> {
+    'replicas: for i in 0..cluster.replicas.len() {
+        if !cluster.is_running(i) {
+            continue;
+        }
+        let req = WatchRequest {
+            kind: "Lease".into(),
+            namespace: ns.into(),
+            resource_version: from.to_string(),
+            ..Default::default()
+        };
+        let mut stream = match cluster.client_of(i).watch(req).await {
+            Ok(s) => s,
+            Err(s) if s.code() == tonic::Code::OutOfRange => continue,
+            Err(s) => panic!("the reference watch on replica {}: {s:?}", i + 1),
+        };
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while out.last().is_none_or(|e: &Event| e.revision < end) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ev = match tokio::time::timeout(left, stream.next())
+                .await
+                .expect("the reference watch stalled")
+                .expect("the reference watch ended")
+            {
+                Ok(ev) => ev,
+                Err(s) if s.code() == tonic::Code::OutOfRange => continue 'replicas,
+                Err(s) => panic!("the reference watch failed: {s:?}"),
+            };
+            let obj = ev.object.expect("an object");
+            let kind = match ev.r#type.as_str() {
+                "ADDED" => EventType::Added,
+                "MODIFIED" => EventType::Modified,
+                "DELETED" => EventType::Deleted,
+                t => panic!("unexpected event type {t}"),
+            };
+            out.push(Event {
+                revision: ev.resource_version.parse().expect("a revision"),
+                key: obj.name().to_string(),
+                kind,
+                value: value_of(&obj).unwrap_or(0),
+            });
+        }
+        return Some(out);
+    }
+    None
+}

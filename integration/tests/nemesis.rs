@@ -12,18 +12,14 @@
 //! snapshots often. Needs root (namespaces, iptables); without it the
 //! test prints `RKUBE-SKIP: nemesis: <why>`.
 
-use rkube_api::proto::WatchRequest;
 use rkube_integration::nemesis::{self, Recorded, ReplicaNet, Workload, WorkloadOptions};
 use rkube_integration::{wait_for, Cluster, Options};
 use rkube_linearizability::kv::{check_history, KvOp};
-use rkube_linearizability::watch::{
-    check_reference, check_watch, resolve_unknown_writes, Event, EventType,
-};
+use rkube_linearizability::watch::{check_reference, check_watch, resolve_unknown_writes};
 use rkube_linearizability::Budget;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
-use tokio_stream::StreamExt;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -135,55 +131,6 @@ fn undo(cluster: &mut Cluster, net: &ReplicaNet, undos: Vec<Undo>) {
     }
 }
 
-/// The committed history of the workload's namespace: a watch from the
-/// run's first revision up to the closing write, on a healed cluster, from
-/// the first replica that still holds that much history (`None` when every
-/// replica restarted from, or installed, a snapshot during the run).
-async fn committed_history(cluster: &Cluster, ns: &str, from: i64, end: i64) -> Option<Vec<Event>> {
-    'replicas: for i in 0..cluster.replicas.len() {
-        let req = WatchRequest {
-            kind: "Lease".into(),
-            namespace: ns.into(),
-            resource_version: from.to_string(),
-            ..Default::default()
-        };
-        let mut stream = match cluster.client_of(i).watch(req).await {
-            Ok(s) => s,
-            Err(s) if s.code() == tonic::Code::OutOfRange => continue,
-            Err(s) => panic!("the reference watch on replica {}: {s:?}", i + 1),
-        };
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while out.last().is_none_or(|e: &Event| e.revision < end) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ev = match tokio::time::timeout(left, stream.next())
-                .await
-                .expect("the reference watch stalled")
-                .expect("the reference watch ended")
-            {
-                Ok(ev) => ev,
-                Err(s) if s.code() == tonic::Code::OutOfRange => continue 'replicas,
-                Err(s) => panic!("the reference watch failed: {s:?}"),
-            };
-            let obj = ev.object.expect("an object");
-            let kind = match ev.r#type.as_str() {
-                "ADDED" => EventType::Added,
-                "MODIFIED" => EventType::Modified,
-                "DELETED" => EventType::Deleted,
-                t => panic!("unexpected event type {t}"),
-            };
-            out.push(Event {
-                revision: ev.resource_version.parse().expect("a revision"),
-                key: obj.name().to_string(),
-                kind,
-                value: nemesis::value_of(&obj).unwrap_or(0),
-            });
-        }
-        return Some(out);
-    }
-    None
-}
-
 #[derive(Default)]
 struct Totals {
     runs: u64,
@@ -279,7 +226,7 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
         .find(|o| o.key.starts_with("zz-end") && o.acknowledged_revision().is_some())
         .and_then(|o| o.acknowledged_revision())
         .expect("the closing write");
-    let reference = committed_history(&cluster, &ns, watch_from, end).await;
+    let reference = nemesis::committed_history(&cluster, &ns, watch_from, end).await;
 
     let t = Instant::now();
     let mut problems = Vec::new();

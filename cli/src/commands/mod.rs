@@ -10,6 +10,7 @@ pub mod exec;
 pub mod get;
 pub mod label;
 pub mod logs;
+pub mod member;
 pub mod scale;
 pub mod version;
 pub mod watch;

@@ -1914,6 +1914,8 @@ pub(crate) mod testing {
         let cfg = RaftConfig {
             id: 1,
             voters: vec![1],
+            peers: vec![(1, "127.0.0.1:1".to_string())],
+            join: false,
             data_dir: dir.path().to_path_buf(),
             tick: Duration::from_millis(10),
             election_ticks: 5,

@@ -1170,6 +1170,8 @@ pub(crate) mod testing {
             RaftConfig {
                 id: 1,
                 voters: vec![1],
+                peers: vec![(1, "127.0.0.1:1".to_string())],
+                join: false,
                 data_dir: dir.path().to_path_buf(),
                 tick: Duration::from_millis(5),
                 election_ticks: 4,
