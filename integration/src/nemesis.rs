@@ -965,3 +965,51 @@ pub async fn committed_history(
     }
     None
 }
+
+/// Everything checked of a recorded workload.
+pub struct Checked {
+    /// The history as recorded (unknown outcomes left open).
+    pub report: rkube_linearizability::kv::Report,
+    /// Against the committed history (default when there is none).
+    pub reference: rkube_linearizability::watch::ReferenceReport,
+    /// Anomalies, undecided keys and odd answers: empty when all is well.
+    pub problems: Vec<String>,
+}
+
+/// Checks a recorded workload: the history linearizable as recorded; with
+/// the committed history (`reference`), every acknowledged write in it, the
+/// history again with unknown writes settled by it, and every watch against
+/// it (each committed change once, in order, nothing uncommitted).
+pub fn check_recorded(
+    ops: &[KvOp],
+    watches: &[WatchLog],
+    tally: &Tally,
+    reference: Option<&[Event]>,
+) -> Checked {
+    use rkube_linearizability::kv::check_history;
+    use rkube_linearizability::watch::{check_reference, check_watch, resolve_unknown_writes};
+    use rkube_linearizability::Budget;
+    let mut problems = Vec::new();
+    let report = check_history(ops, Budget::default());
+    problems.extend(report.anomalies.iter().cloned());
+    problems.extend(report.undecided.iter().cloned());
+    let mut rr = Default::default();
+    if let Some(reference) = reference {
+        rr = check_reference(reference, ops);
+        problems.extend(rr.anomalies.iter().cloned());
+        let (settled, anomalies) = resolve_unknown_writes(ops, reference);
+        problems.extend(anomalies);
+        let settled = check_history(&settled, Budget::default());
+        problems.extend(settled.anomalies.iter().cloned());
+        problems.extend(settled.undecided.iter().cloned());
+        for w in watches {
+            problems.extend(check_watch(reference, w));
+        }
+    }
+    problems.extend(tally.odd.iter().map(|o| format!("odd answer: {o}")));
+    Checked {
+        report,
+        reference: rr,
+        problems,
+    }
+}

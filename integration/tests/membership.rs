@@ -14,9 +14,6 @@ use rkube_api::proto::{
 use rkube_api::Object;
 use rkube_integration::nemesis::{self, Recorded, Workload, WorkloadOptions};
 use rkube_integration::{wait_for, Cluster, Options};
-use rkube_linearizability::kv::check_history;
-use rkube_linearizability::watch::{check_reference, check_watch, resolve_unknown_writes};
-use rkube_linearizability::Budget;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -245,21 +242,11 @@ async fn members_are_added_and_removed_under_load_without_losing_writes() {
     let reference = nemesis::committed_history(&cluster, ns, watch_from, end)
         .await
         .expect("a replica that kept the whole history");
-    let mut problems = Vec::new();
-    let report = check_history(&ops, Budget::default());
-    problems.extend(report.anomalies.iter().cloned());
-    problems.extend(report.undecided.iter().cloned());
-    let rr = check_reference(&reference, &ops);
-    problems.extend(rr.anomalies.iter().cloned());
-    let (settled, anomalies) = resolve_unknown_writes(&ops, &reference);
-    problems.extend(anomalies);
-    let settled = check_history(&settled, Budget::default());
-    problems.extend(settled.anomalies.iter().cloned());
-    problems.extend(settled.undecided.iter().cloned());
-    for w in &watches {
-        problems.extend(check_watch(&reference, w));
-    }
-    problems.extend(tally.odd.iter().map(|o| format!("odd answer: {o}")));
+    let nemesis::Checked {
+        report,
+        reference: rr,
+        problems,
+    } = nemesis::check_recorded(&ops, &watches, &tally, Some(&reference));
     println!(
         "membership run: 2 adds + 2 removes (one the leader) in {:.1} s; {} operations ({} during \
          the changes), {} acknowledged writes ({} found committed, {} lost), {} refused \

@@ -14,9 +14,7 @@
 
 use rkube_integration::nemesis::{self, Recorded, ReplicaNet, Workload, WorkloadOptions};
 use rkube_integration::{wait_for, Cluster, Options};
-use rkube_linearizability::kv::{check_history, KvOp};
-use rkube_linearizability::watch::{check_reference, check_watch, resolve_unknown_writes};
-use rkube_linearizability::Budget;
+use rkube_linearizability::kv::KvOp;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -229,37 +227,20 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
     let reference = nemesis::committed_history(&cluster, &ns, watch_from, end).await;
 
     let t = Instant::now();
-    let mut problems = Vec::new();
-    // The history as recorded: unknown outcomes open.
-    let report = check_history(&ops, Budget::default());
-    problems.extend(report.anomalies.iter().cloned());
-    problems.extend(report.undecided.iter().cloned());
-    // Against the committed history: every acknowledged write in it, the
-    // watches, and the history again with unknown writes settled by it.
-    let mut rr = Default::default();
     let mut watch_events = 0;
     let mut relists = 0;
     for w in &watches {
         watch_events += w.segments.iter().map(|s| s.events.len()).sum::<usize>();
         relists += w.segments.iter().filter(|s| s.relisted).count();
     }
-    if let Some(reference) = &reference {
-        rr = check_reference(reference, &ops);
-        problems.extend(rr.anomalies.iter().cloned());
-        let (settled, anomalies) = resolve_unknown_writes(&ops, reference);
-        problems.extend(anomalies);
-        let settled = check_history(&settled, Budget::default());
-        problems.extend(settled.anomalies.iter().cloned());
-        problems.extend(settled.undecided.iter().cloned());
-        for w in &watches {
-            problems.extend(check_watch(reference, w));
-        }
-    }
-    let rr: rkube_linearizability::watch::ReferenceReport = rr;
+    let nemesis::Checked {
+        report,
+        reference: rr,
+        problems,
+    } = nemesis::check_recorded(&ops, &watches, &tally, reference.as_deref());
     let installs: usize = (0..cluster.replicas.len())
         .map(|i| cluster.log_of(i).matches("installing snapshot").count())
         .sum();
-    problems.extend(tally.odd.iter().map(|o| format!("odd answer: {o}")));
     let check_ms = t.elapsed().as_millis();
 
     let unknown = ops
