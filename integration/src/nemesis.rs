@@ -966,6 +966,18 @@ pub async fn committed_history(
     None
 }
 
+impl Recorded {
+    /// The revision of the workload's closing write (`finish` made it).
+    pub fn closing_revision(&self) -> Revision {
+        self.ops
+            .iter()
+            .rev()
+            .find(|o| o.key.starts_with("zz-end") && o.acknowledged_revision().is_some())
+            .and_then(|o| o.acknowledged_revision())
+            .expect("the closing write")
+    }
+}
+
 /// Everything checked of a recorded workload.
 pub struct Checked {
     /// The history as recorded (unknown outcomes left open).

@@ -227,18 +227,14 @@ async fn members_are_added_and_removed_under_load_without_losing_writes() {
     let (gap, probe_writes) = probe.finish().await;
     cluster.wait_ready().await;
     let ops_during = workload.operations();
+    let recorded = workload.finish(Duration::from_secs(60)).await;
+    let end = recorded.closing_revision();
     let Recorded {
         ops,
         watches,
         tally,
         watch_from,
-    } = workload.finish(Duration::from_secs(60)).await;
-    let end = ops
-        .iter()
-        .rev()
-        .find(|o| o.key.starts_with("zz-end") && o.acknowledged_revision().is_some())
-        .and_then(|o| o.acknowledged_revision())
-        .expect("the closing write");
+    } = recorded;
     let reference = nemesis::committed_history(&cluster, ns, watch_from, end)
         .await
         .expect("a replica that kept the whole history");

@@ -212,18 +212,14 @@ async fn one_run(run: u64, seconds: u64, totals: &mut Totals) -> Option<RunResul
     )
     .await;
     let ops_during = workload.operations();
+    let recorded = workload.finish(Duration::from_secs(60)).await;
+    let end = recorded.closing_revision();
     let Recorded {
         ops,
         watches,
         tally,
         watch_from,
-    } = workload.finish(Duration::from_secs(60)).await;
-    let end = ops
-        .iter()
-        .rev()
-        .find(|o| o.key.starts_with("zz-end") && o.acknowledged_revision().is_some())
-        .and_then(|o| o.acknowledged_revision())
-        .expect("the closing write");
+    } = recorded;
     let reference = nemesis::committed_history(&cluster, &ns, watch_from, end).await;
 
     let t = Instant::now();
