@@ -18,7 +18,7 @@ use raft::eraftpb::{
     ConfChange, ConfChangeType, ConfChangeV2, EntryType, Message, MessageType, Snapshot,
 };
 use raft::{RawNode, SnapshotStatus, StateRole, Storage};
-use rkube_api::proto::internal::{MembershipContext, Proposal, TxnResult};
+use rkube_api::proto::internal::{MembershipContext, Proposal, ProposalHeader, Txn, TxnResult};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -80,7 +80,11 @@ pub struct RaftStatus {
 pub enum Command {
     Propose {
         request_id: u64,
+        /// The encoded `Proposal`.
         data: Vec<u8>,
+        /// Its transaction, kept until the entry applies here so it need not
+        /// be decoded again.
+        txn: Txn,
         reply: oneshot::Sender<Result<TxnResult, StoreError>>,
     },
     ReadIndex {
@@ -149,7 +153,7 @@ struct Driver {
     shared: Arc<Shared>,
     transport: Transport,
     cfg: RaftConfig,
-    pending: HashMap<u64, oneshot::Sender<Result<TxnResult, StoreError>>>,
+    pending: HashMap<u64, (oneshot::Sender<Result<TxnResult, StoreError>>, Txn)>,
     pending_conf: HashMap<u64, oneshot::Sender<Result<u64, StoreError>>>,
     /// A configuration change was applied: snapshot (and compact) now, so
     /// that a joining replica is always sent a snapshot that includes it.
@@ -293,6 +297,7 @@ impl Driver {
             Command::Propose {
                 request_id,
                 data,
+                txn,
                 reply,
             } => {
                 if self.node.raft.leader_id == raft::INVALID_ID {
@@ -303,7 +308,7 @@ impl Driver {
                 }
                 match self.node.propose(vec![], data) {
                     Ok(()) => {
-                        self.pending.insert(request_id, reply);
+                        self.pending.insert(request_id, (reply, txn));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(StoreError::Unavailable(format!(
@@ -491,7 +496,7 @@ impl Driver {
                 pending = self.pending.len(),
                 "leadership changed with writes in flight"
             );
-            for (_, w) in self.pending.drain() {
+            for (_, (w, _)) in self.pending.drain() {
                 let _ = w.send(Err(StoreError::OutcomeUnknown(
                     "the control-plane leader changed while this write was in flight; \
                      its outcome is unknown: read before retrying"
@@ -555,14 +560,20 @@ impl Driver {
                 }
                 match e.get_entry_type() {
                     EntryType::EntryNormal if !e.data.is_empty() => {
+                        // This replica's own proposal: its transaction is
+                        // still at hand, and someone waits for the answer.
+                        let own = ProposalHeader::decode(&e.data[..])
+                            .ok()
+                            .filter(|h| h.origin == self.id)
+                            .and_then(|h| self.pending.remove(&h.request_id));
+                        if let Some((w, txn)) = own {
+                            replies.push((w, sm.apply_with(txn, true)));
+                            self.applied = e.index;
+                            continue;
+                        }
                         match Proposal::decode(&e.data[..]) {
                             Ok(p) => {
-                                let result = sm.apply(p.txn.unwrap_or_default());
-                                if p.origin == self.id {
-                                    if let Some(w) = self.pending.remove(&p.request_id) {
-                                        replies.push((w, result));
-                                    }
-                                }
+                                sm.apply_with(p.txn.unwrap_or_default(), false);
                             }
                             Err(err) => {
                                 // Every replica skips it alike, so state stays

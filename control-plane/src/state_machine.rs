@@ -133,6 +133,13 @@ impl StateMachine {
     /// Applies a transaction: all compares hold and all ops apply at one new
     /// revision, or nothing changes.
     pub fn apply(&mut self, txn: Txn) -> TxnResult {
+        self.apply_with(txn, true)
+    }
+
+    /// [`StateMachine::apply`]; `answer` false skips copying the stored
+    /// objects into the result (nobody waits for it: another replica's
+    /// write).
+    pub fn apply_with(&mut self, txn: Txn, answer: bool) -> TxnResult {
         for (i, c) in txn.compares.iter().enumerate() {
             let cur = self.data.get(&c.key);
             let holds = match &c.target {
@@ -179,7 +186,9 @@ impl StateMachine {
                             mod_revision: rev,
                         },
                     );
-                    stored.push((*obj).clone());
+                    if answer {
+                        stored.push((*obj).clone());
+                    }
                     self.record(Change {
                         revision: rev,
                         key: op.key.clone(),

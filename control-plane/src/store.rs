@@ -43,17 +43,18 @@ impl Store {
     /// Proposes a transaction and waits until it is applied here.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult, StoreError> {
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let data = Proposal {
+        let proposal = Proposal {
             origin: self.id,
             request_id,
             txn: Some(txn),
-        }
-        .encode_to_vec();
+        };
+        let data = proposal.encode_to_vec();
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Propose {
                 request_id,
                 data,
+                txn: proposal.txn.unwrap_or_default(),
                 reply: tx,
             })
             .map_err(|_| StoreError::Unavailable("replica is shutting down".into()))?;
