@@ -10,7 +10,7 @@
 #   scripts/add-node.sh [--debug] NAME...      e.g. scripts/add-node.sh wn4 wn5
 #
 # The node registers and turns Ready within seconds (rkubectl get nodes).
-# Removing one: docker rm -f <container> (printed here; also labelled
+# Removing one: docker rm -fv <container> (-v: its state volume; printed here, labelled
 # rkube.node=NAME), then rkubectl delete node NAME. `compose down` removes
 # these containers too; `compose up`/`restart` do not start them again
 # (`docker start <container>` does).
@@ -57,7 +57,12 @@ for n in "${names[@]}"; do
     fail "a container of node $n already exists in project $project"
   fi
 done
-# Validates the names (DNS-1123) and issues what is missing.
+# Validates the names (DNS-1123) and issues what is missing, with the
+# rkube-pki up.sh built (built here if it is not there).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+if [ -z "${RKUBE_BIN_DIR:-}" ] && [ -x "$CARGO_TARGET_DIR/$profile/rkube-pki" ]; then
+  export RKUBE_BIN_DIR="$CARGO_TARGET_DIR/$profile"
+fi
 scripts/compose-pki.sh --profile "$profile" "${names[@]}" >/dev/null
 
 for n in "${names[@]}"; do

@@ -26,10 +26,10 @@ PODS="${RKUBE_BENCH_PODS:-300}"
 ROUNDS="${RKUBE_BENCH_ROUNDS:-5}"
 if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
 compose+=(-p rkube-bench -f docker-compose.yml)
+scripts/build-cluster-images.sh --profile "$profile" >/dev/null
 # A PKI of its own (the cluster is secure, as scripts/up.sh makes it).
 export RKUBE_PKI="${RKUBE_PKI:-$PWD/.rkube/compose-pki-bench}"
-scripts/compose-pki.sh --profile "$profile" >/dev/null
-scripts/build-cluster-images.sh --profile "$profile" >/dev/null
+RKUBE_BIN_DIR="${RKUBE_BIN_DIR:-$CARGO_TARGET_DIR/$profile}" scripts/compose-pki.sh >/dev/null
 export PATH="$CARGO_TARGET_DIR/$profile:$PATH"
 export RKUBECONFIG="$RKUBE_PKI/admin.kubeconfig"
 unset RKUBE_SERVER

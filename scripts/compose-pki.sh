@@ -58,7 +58,7 @@ if [ -d "$pki" ]; then
   done
 fi
 list="$(echo "$nodes" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | paste -sd, -)"
-"$pkibin" init --dir "$pki" \
+RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0 "$pkibin" init --dir "$pki" \
   --replicas "1=$net.11+cp1,2=$net.12+cp2,3=$net.13+cp3" \
   --nodes "$list" \
   --servers "$net.11:7000,$net.12:7000,$net.13:7000" >/dev/null

@@ -46,12 +46,12 @@ else
 fi
 
 net="${RKUBE_NET:-172.28.5}"
-# The PKI first (builds rkube-pki): the containers mount from it. An
-# absolute path, which compose takes as it is.
+# The images (one cargo build, rkube-pki included), then the PKI the
+# containers mount from: an absolute path, which compose takes as it is.
+scripts/build-cluster-images.sh --profile "$profile" >/dev/null
 RKUBE_PKI="$(realpath -m "${RKUBE_PKI:-$PWD/.rkube/compose-pki}")"
 export RKUBE_PKI
-scripts/compose-pki.sh --profile "$profile" >/dev/null
-scripts/build-cluster-images.sh --profile "$profile" >/dev/null
+RKUBE_BIN_DIR="${RKUBE_BIN_DIR:-$CARGO_TARGET_DIR/$profile}" scripts/compose-pki.sh >/dev/null
 
 start=$SECONDS
 if ! out="$("${compose[@]}" up -d 2>&1)"; then

@@ -1182,7 +1182,7 @@ fn extra_node(c: &Compose, bin_dir: &Path) {
         "{}",
         text(&o)
     );
-    let o = run(Command::new("docker").args(["rm", "-f", &id]));
+    let o = run(Command::new("docker").args(["rm", "-fv", &id]));
     assert!(o.status.success(), "{}", text(&o));
     c.ok(&["delete", "node", "wn4"]);
 
@@ -1210,6 +1210,6 @@ fn extra_node(c: &Compose, bin_dir: &Path) {
         logs.contains("no credential at /etc/rkube/kubelet.kubeconfig"),
         "{logs}"
     );
-    let _ = run(Command::new("docker").args(["rm", "-f", &id]));
+    let _ = run(Command::new("docker").args(["rm", "-fv", &id]));
     println!("compose: extra node checks took {:?}", t.elapsed());
 }
