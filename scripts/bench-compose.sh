@@ -27,8 +27,12 @@ ROUNDS="${RKUBE_BENCH_ROUNDS:-5}"
 if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
 compose+=(-p rkube-bench -f docker-compose.yml)
 scripts/build-cluster-images.sh --profile "$profile" >/dev/null
+# A PKI of its own (the cluster is secure, as scripts/up.sh makes it).
+export RKUBE_PKI="${RKUBE_PKI:-$PWD/.rkube/compose-pki-bench}"
+RKUBE_BIN_DIR="${RKUBE_BIN_DIR:-$CARGO_TARGET_DIR/$profile}" scripts/compose-pki.sh >/dev/null
 export PATH="$CARGO_TARGET_DIR/$profile:$PATH"
-export RKUBE_SERVER="$RKUBE_NET.11:7000,$RKUBE_NET.12:7000,$RKUBE_NET.13:7000"
+export RKUBECONFIG="$RKUBE_PKI/admin.kubeconfig"
+unset RKUBE_SERVER
 work="$(mktemp -d)"
 cleanup() { "${compose[@]}" down -v -t 2 >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT

@@ -84,14 +84,17 @@ fi
 
 # --- the binaries ----------------------------------------------------------
 BINS="control-plane kubelet rkube-runtime rkube-echo kube-proxy dns rkubectl"
+# Built in the same cargo run for the host (scripts/compose-pki.sh), not
+# put in the image.
+HOST_BINS="rkube-pki"
 if [ -n "${RKUBE_BIN_DIR:-}" ]; then
   BIN="$RKUBE_BIN_DIR"
   PROFILE="$BIN"
 else
   flag=""
   [ "$PROFILE" = release ] && flag="--release"
-  echo "build-cluster-images: cargo build $flag (control-plane, kubelet, runtime, kube-proxy, dns, rkubectl)" >&2
-  cargo build $flag --locked $(printf -- '--bin %s ' $BINS) >&2
+  echo "build-cluster-images: cargo build $flag (control-plane, kubelet, runtime, kube-proxy, dns, rkubectl; rkube-pki)" >&2
+  cargo build $flag --locked $(printf -- '--bin %s ' $BINS $HOST_BINS) >&2
   BIN="$CARGO_TARGET_DIR/$PROFILE"
 fi
 for b in $BINS; do

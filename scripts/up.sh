@@ -7,9 +7,14 @@
 #   scripts/up.sh            # release binaries (the first build takes a while)
 #   scripts/up.sh --debug    # debug binaries (what scripts/test.sh built)
 #
+# The cluster is secure: scripts/compose-pki.sh makes (once; kept across
+# runs) the CA and every credential in RKUBE_PKI (default
+# .rkube/compose-pki), each container mounts only its own, and rkubectl on
+# the host uses $RKUBE_PKI/admin.kubeconfig (RKUBECONFIG).
+#
 # RKUBE_NET (default 172.28.5) is the compose network's /24; the API is on
-# its .11, .12, .13 port 7000. Stop with `docker-compose down` (add -v to
-# delete the cluster's data) from the repository's root.
+# its .11, .12, .13 port 7000 (TLS). Stop with `docker-compose down` (add -v
+# to delete the cluster's data) from the repository's root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -40,9 +45,14 @@ else
   compose=(docker-compose)
 fi
 
-scripts/build-cluster-images.sh --profile "$profile" >/dev/null
-
 net="${RKUBE_NET:-172.28.5}"
+# The images (one cargo build, rkube-pki included), then the PKI the
+# containers mount from: an absolute path, which compose takes as it is.
+scripts/build-cluster-images.sh --profile "$profile" >/dev/null
+RKUBE_PKI="$(realpath -m "${RKUBE_PKI:-$PWD/.rkube/compose-pki}")"
+export RKUBE_PKI
+RKUBE_BIN_DIR="${RKUBE_BIN_DIR:-$CARGO_TARGET_DIR/$profile}" scripts/compose-pki.sh >/dev/null
+
 start=$SECONDS
 if ! out="$("${compose[@]}" up -d 2>&1)"; then
   echo "$out" >&2
@@ -76,11 +86,12 @@ while :; do
 done
 
 bin="$CARGO_TARGET_DIR/$profile"
-export RKUBE_SERVER="$net.11:7000,$net.12:7000,$net.13:7000"
+export RKUBECONFIG="$RKUBE_PKI/admin.kubeconfig"
+unset RKUBE_SERVER
 "$bin/rkubectl" get nodes -o wide
 echo
 echo "The cluster is up ($((SECONDS - start)) s from \`up\` to all nodes Ready). Use it with:"
-echo "  export PATH=\"$bin:\$PATH\" RKUBE_SERVER=$RKUBE_SERVER"
+echo "  export PATH=\"$bin:\$PATH\" RKUBECONFIG=$RKUBECONFIG"
 echo "  rkubectl create -f ../shared/seed/manifests/nginx-pod.yml"
 echo "  rkubectl get pods -o wide"
 echo "Logs: ${compose[*]} logs -f wn1   Stop: ${compose[*]} down   (-v also deletes the data)"

@@ -1,5 +1,5 @@
 //! Where the cluster is and who we are: `--kubeconfig`, else
-//! `$RKUBECONFIG`, else `~/.rkube/config` (written by `scripts/up.sh`), else
+//! `$RKUBECONFIG`, else `~/.rkube/config` (if present), else
 //! a plaintext cluster on the built-in default addresses. `-s/--server` (or
 //! `RKUBE_SERVER`) replaces the file's addresses and keeps its TLS settings
 //! and credentials. The file is kubeconfig-shaped (see

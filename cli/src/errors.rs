@@ -10,11 +10,19 @@ use tonic::{Code, Status};
 
 /// The server list, for messages about failing to reach it.
 static SERVERS: OnceLock<String> = OnceLock::new();
+/// Whether the command dials them in plaintext (no TLS settings found).
+static PLAINTEXT: OnceLock<bool> = OnceLock::new();
 
-/// Records which servers the command talks to.
-pub fn set_servers(list: &str) {
+/// Records which servers the command talks to, and whether in plaintext.
+pub fn set_servers(list: &str, plaintext: bool) {
     let _ = SERVERS.set(list.to_string());
+    let _ = PLAINTEXT.set(plaintext);
 }
+
+/// What to add to "Unable to connect" when plaintext may be the cause: a
+/// secure cluster answers nothing to it.
+const PLAINTEXT_HINT: &str = " (dialled in plaintext: a secure cluster needs its kubeconfig, \
+     --kubeconfig or RKUBECONFIG, e.g. .rkube/compose-pki/admin.kubeconfig)";
 
 /// An error the API server answered (or a failure to reach any server),
 /// already formatted the way kubectl prints it.
@@ -31,14 +39,20 @@ impl fmt::Display for ServerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.reason {
             Some(reason) => write!(f, "Error from server ({reason}): {}", self.message),
-            None => match SERVERS.get() {
-                Some(list) => write!(
-                    f,
-                    "Unable to connect to the server ({list}): {}",
-                    self.message
-                ),
-                None => write!(f, "Unable to connect to the server: {}", self.message),
-            },
+            None => {
+                match SERVERS.get() {
+                    Some(list) => write!(
+                        f,
+                        "Unable to connect to the server ({list}): {}",
+                        self.message
+                    )?,
+                    None => write!(f, "Unable to connect to the server: {}", self.message)?,
+                }
+                if PLAINTEXT.get() == Some(&true) {
+                    f.write_str(PLAINTEXT_HINT)?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -36,7 +36,7 @@ fn connect(cli: &Cli) -> anyhow::Result<Ctx> {
         // Long enough to ride out an election, short enough to report a
         // control plane that is down.
         .with_failover_timeout(std::time::Duration::from_secs(8));
-    errors::set_servers(&settings.servers.join(","));
+    errors::set_servers(&settings.servers.join(","), settings.tls.is_none());
     let explicit = cli.namespace.as_deref().is_some_and(|n| !n.is_empty());
     let namespace = cli
         .namespace

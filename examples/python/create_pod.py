@@ -6,7 +6,7 @@ import sys
 
 from google.protobuf import json_format
 
-from rkube_client import Client, objects
+from rkube_client import Client, objects, run
 
 SEED_POD = {
     "apiVersion": "v1",
@@ -31,4 +31,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,7 +9,7 @@ usage: drain_node.py NODE
 import json
 import sys
 
-from rkube_client import Client, body
+from rkube_client import Client, body, run
 
 
 def main():
@@ -29,4 +29,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

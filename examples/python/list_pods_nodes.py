@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lists nodes and pods (all namespaces), like `rkubectl get nodes,pods -A -o wide`."""
 
-from rkube_client import Client, body
+from rkube_client import Client, body, run
 
 
 def main():
@@ -21,4 +21,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

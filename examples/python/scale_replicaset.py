@@ -6,7 +6,7 @@ usage: scale_replicaset.py NAME REPLICAS [--namespace NS] [--kind KIND]
 
 import argparse
 
-from rkube_client import Client
+from rkube_client import Client, run
 
 
 def main():
@@ -22,4 +22,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,7 +7,7 @@ Stops after N changes when --count is given (used by the tests).
 
 import argparse
 
-from rkube_client import Client, body
+from rkube_client import Client, body, run
 
 
 def main():
@@ -32,4 +32,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

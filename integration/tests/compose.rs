@@ -13,14 +13,26 @@
 //! start` (Ready again, its stale pods cleaned). The project is torn down at
 //! the end, also on failure (Drop).
 //!
+//! The cluster is secure, as `scripts/up.sh` makes it: the PKI comes from
+//! `scripts/compose-pki.sh` (a directory of the test's own), each container
+//! mounts only its own credentials, and rkubectl and the Python examples use
+//! the admin's kubeconfig. Checked on the real cluster: strangers (plaintext,
+//! TLS without credentials) are refused, wn1's credential cannot change a
+//! pod bound to wn2, `logs` and `exec` reach the kubelets over TLS, and an
+//! extra node added with `scripts/add-node.sh` joins with its own credential.
+//!
 //! Skips (`RKUBE-SKIP: compose: <why>`) only when Docker is absent.
 
+use rkube_api::client::Client;
+use rkube_api::proto::object::Kind as Body;
+use rkube_api::proto::DeleteRequest;
 use rkube_integration::nodes::http_get_now;
 use rkube_integration::{bin, seed_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use tonic::Code;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -101,6 +113,8 @@ struct Compose {
     project: String,
     net: String,
     image: String,
+    /// The cluster's PKI (scripts/compose-pki.sh), removed after `down`.
+    pki: tempfile::TempDir,
 }
 
 impl Compose {
@@ -114,9 +128,21 @@ impl Compose {
             .args(args)
             .env("RKUBE_NET", &self.net)
             .env("RKUBE_IMAGE", &self.image)
+            .env("RKUBE_PKI", self.pki.path())
             // Names outside the cluster are not forwarded anywhere.
             .env("RKUBE_DNS_UPSTREAM", "127.0.0.1");
         c
+    }
+
+    /// The kubeconfig of `who` (admin, admin-token, node-wn1, ...).
+    fn kubeconfig(&self, who: &str) -> PathBuf {
+        rkube_pki::kubeconfig_path(self.pki.path(), who)
+    }
+
+    /// How `who` connects.
+    fn connect_config(&self, who: &str) -> rkube_api::kubeconfig::ConnectConfig {
+        rkube_api::kubeconfig::load_connect_config(&self.kubeconfig(who))
+            .unwrap_or_else(|e| panic!("{who}'s kubeconfig: {e}"))
     }
 
     fn compose(&self, args: &[&str]) -> Output {
@@ -160,10 +186,18 @@ impl Compose {
         });
     }
 
+    /// rkubectl as the admin (its kubeconfig alone says where and how).
     fn rkubectl(&self, args: &[&str]) -> Output {
+        self.rkubectl_as("admin", args)
+    }
+
+    fn rkubectl_as(&self, who: &str, args: &[&str]) -> Output {
         run(Command::new(bin("rkubectl"))
-            .args(["-s", &self.servers()])
-            .args(args))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig(who))
+            .args(args)
+            .env_remove("RKUBE_SERVER")
+            .env_remove("RKUBECONFIG"))
     }
 
     /// rkubectl that must succeed; its stdout.
@@ -307,6 +341,11 @@ fn remove_stale_projects(tool: &[String]) {
     }
 }
 
+/// Where the test tier's binaries are (the debug ones scripts/test.sh built).
+fn bin_dir() -> PathBuf {
+    bin("control-plane").parent().unwrap().to_path_buf()
+}
+
 /// Builds the images (debug binaries: no compile) and brings the cluster up
 /// on a /24 no other Docker network uses; waits until every container is
 /// healthy (all nodes Ready, DNS serving).
@@ -317,7 +356,7 @@ fn up() -> Option<Compose> {
     }
     let t = Instant::now();
     let image = "rkube:e2e".to_string();
-    let bin_dir = bin("control-plane").parent().unwrap().to_path_buf();
+    let bin_dir = bin_dir();
     let o = run(Command::new(repo().join("scripts/build-cluster-images.sh"))
         .env("RKUBE_BIN_DIR", &bin_dir)
         .env("RKUBE_IMAGE", &image)
@@ -331,11 +370,19 @@ fn up() -> Option<Compose> {
     let mut attempt = 0;
     let c = loop {
         let net = format!("172.29.{}", 20 + (pid + attempt) % 200);
+        // The PKI as scripts/up.sh makes it, for this /24.
+        let pki = tempfile::tempdir().unwrap();
+        let o = run(Command::new(repo().join("scripts/compose-pki.sh"))
+            .env("RKUBE_BIN_DIR", &bin_dir)
+            .env("RKUBE_PKI", pki.path())
+            .env("RKUBE_NET", &net));
+        assert!(o.status.success(), "scripts/compose-pki.sh: {}", text(&o));
         let c = Compose {
             tool: tool.clone(),
             project: format!("rkube-e2e-{pid}-{attempt}"),
             net,
             image: image.clone(),
+            pki,
         };
         let t = Instant::now();
         let o = c.compose(&["up", "-d"]);
@@ -384,6 +431,12 @@ fn compose_cluster_walkthrough_and_node_loss() {
     }
     let dns = c.ok(&["get", "svc", "kube-dns", "-n", "kube-system"]);
     assert!(dns.contains("10.96.0.10"), "{dns}");
+
+    // Closed to strangers; each credential does only what it may.
+    credentials_mounted(&c);
+    strangers_refused(&c);
+    node_confined(&c);
+    extra_node(&c, &bin_dir());
 
     // The seed's pod: Running with an IP and a node in -o wide; its nginx
     // answers on the pod IP from another node's container.
@@ -587,7 +640,7 @@ fn compose_cluster_walkthrough_and_node_loss() {
         killed.elapsed()
     );
     poll(&format!("{victim} not Ready"), long, || {
-        (c.node_ready(&victim)? == false).then_some(())
+        (!c.node_ready(&victim)?).then_some(())
     });
     println!(
         "compose: {victim} not Ready {:?} after docker kill",
@@ -807,7 +860,7 @@ fn leader_loss(c: &Compose, tmp: &Path) {
     let addr = format!("{}.{}:7000", c.net, 10 + n);
     let last = &acked.last().unwrap().0;
     poll(&format!("{old} serving the last write"), long, || {
-        let o = run(Command::new(bin("rkubectl")).args(["-s", &addr, "get", "namespace", last]));
+        let o = c.rkubectl(&["-s", &addr, "get", "namespace", last]);
         o.status.success().then_some(())
     });
     println!(
@@ -834,7 +887,8 @@ fn python_scripts(c: &Compose, tmp: &Path) {
         let o = run(Command::new("python3")
             .arg(repo().join("examples/python").join(script))
             .args(args)
-            .env("RKUBE_SERVER", c.servers())
+            .env_remove("RKUBE_SERVER")
+            .env("RKUBECONFIG", c.kubeconfig("admin"))
             .env("RKUBE_PY_GEN", &gen));
         assert!(o.status.success(), "{script} failed: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).into_owned()
@@ -856,4 +910,306 @@ fn python_scripts(c: &Compose, tmp: &Path) {
         },
     );
     println!("compose: the Python examples listed the nodes and ran py-pod");
+}
+
+/// What each container has under /etc/rkube: its own credentials only, and
+/// never the CA's key.
+fn credentials_mounted(c: &Compose) {
+    let expect: [(&str, &[&str]); 8] = [
+        ("cp1", &["ca.crt", "tls.crt", "tls.key", "tokens.csv"]),
+        ("cp2", &["ca.crt", "tls.crt", "tls.key", "tokens.csv"]),
+        ("cp3", &["ca.crt", "tls.crt", "tls.key", "tokens.csv"]),
+        ("wn1", &["kube-proxy.kubeconfig", "kubelet.kubeconfig"]),
+        ("wn2", &["kube-proxy.kubeconfig", "kubelet.kubeconfig"]),
+        ("wn3", &["kube-proxy.kubeconfig", "kubelet.kubeconfig"]),
+        ("dns1", &["kube-dns.kubeconfig"]),
+        ("dns2", &["kube-dns.kubeconfig"]),
+    ];
+    let ca_key = std::fs::read_to_string(c.pki.path().join("ca.key")).unwrap();
+    // Key material only: the first line of a P-256 PKCS#8 key is mostly a
+    // header every such key shares.
+    let ca_key_line = ca_key.lines().nth(2).unwrap().to_string();
+    for (service, files) in expect {
+        let id = c.container(service);
+        let o = run(Command::new("docker").args(["exec", &id, "ls", "/etc/rkube"]));
+        let listed: Vec<&str> = std::str::from_utf8(&o.stdout)
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(listed, files, "/etc/rkube of {service}");
+        // The key is nowhere in the container's credentials, as PEM or in
+        // a kubeconfig's base64 of the PEM (past the shared header).
+        let b64 = rkube_api::kubeconfig::encode_data(ca_key.as_bytes());
+        for needle in [ca_key_line.as_str(), &b64[140..200]] {
+            let o = run(Command::new("docker").args([
+                "exec",
+                &id,
+                "grep",
+                "-rqF",
+                needle,
+                "/etc/rkube",
+            ]));
+            assert_eq!(
+                o.status.code(),
+                Some(1),
+                "the CA key is in {service}'s /etc/rkube"
+            );
+        }
+        // And the node's own credential is the right one.
+        if service.starts_with("wn") {
+            let mine = std::fs::read_to_string(c.kubeconfig(&format!("node-{service}"))).unwrap();
+            let o = run(Command::new("docker").args([
+                "exec",
+                &id,
+                "cat",
+                "/etc/rkube/kubelet.kubeconfig",
+            ]));
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout),
+                mine,
+                "{service}'s credential"
+            );
+        }
+    }
+    println!("compose: every container holds only its own credentials");
+}
+
+/// Plaintext and TLS without credentials are refused by every replica.
+fn strangers_refused(c: &Compose) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let admin = c.connect_config("admin");
+    rt.block_on(async {
+        for server in &admin.servers {
+            // TLS with the cluster's CA, no certificate, no token.
+            let mut anon = admin.clone();
+            anon.servers = vec![server.clone()];
+            let tls = anon.tls.as_mut().unwrap();
+            tls.cert_pem = None;
+            tls.key_pem = None;
+            let anon = Client::connect(&anon)
+                .unwrap()
+                .with_failover_timeout(Duration::from_secs(5));
+            let s = anon
+                .get("Namespace", "", "default")
+                .await
+                .expect_err("an anonymous TLS client was served");
+            assert_eq!(s.code(), Code::Unauthenticated, "{server}: {}", s.message());
+            // Plaintext to the TLS port: no answer at all.
+            let plain = Client::from_list(server)
+                .unwrap()
+                .with_failover_timeout(Duration::from_secs(2));
+            let r = plain.get("Namespace", "", "default").await;
+            assert!(r.is_err(), "{server} answered a plaintext client");
+            // A wrong bearer token.
+            let mut forged = admin.clone();
+            forged.servers = vec![server.clone()];
+            let tls = forged.tls.as_mut().unwrap();
+            tls.cert_pem = None;
+            tls.key_pem = None;
+            forged.token = Some("0123456789abcdef0123456789abcdef".into());
+            let s = Client::connect(&forged)
+                .unwrap()
+                .with_failover_timeout(Duration::from_secs(5))
+                .get("Namespace", "", "default")
+                .await
+                .expect_err("a wrong token was served");
+            assert_eq!(s.code(), Code::Unauthenticated, "{server}: {}", s.message());
+        }
+        // The admin token (tokens.csv on every replica) is accepted.
+        let tok = Client::connect(&c.connect_config("admin-token")).unwrap();
+        tok.get("Namespace", "", "default")
+            .await
+            .expect("the admin token");
+    });
+    // rkubectl with the short-form (plaintext) config: refused, and says
+    // it could not connect.
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("config");
+    std::fs::write(&short, format!("servers: [{}]\n", c.servers())).unwrap();
+    let o = run(Command::new(bin("rkubectl"))
+        .arg("--kubeconfig")
+        .arg(&short)
+        .args(["get", "ns"])
+        .env_remove("RKUBE_SERVER"));
+    assert!(
+        !o.status.success(),
+        "plaintext rkubectl was served: {}",
+        text(&o)
+    );
+    println!("compose: plaintext, anonymous TLS and a wrong token refused by every replica");
+}
+
+/// wn1's credential reads a pod bound to wn2 but cannot change or delete
+/// it; the pod's logs come from wn2's kubelet over TLS, to the admin only.
+fn node_confined(c: &Compose) {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("on-wn2.yml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: on-wn2\nspec:\n  nodeName: wn2\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: busybox\n    command: [sh, -c, \"echo hello from wn2; sleep 3600\"]\n",
+    )
+    .unwrap();
+    c.ok(&["create", "-f", f.to_str().unwrap()]);
+    c.running("on-wn2", 1, Duration::from_secs(120));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let wn1 = Client::connect(&c.connect_config("node-wn1")).unwrap();
+        let pod = wn1
+            .get("Pod", "default", "on-wn2")
+            .await
+            .expect("wn1 reads the pod");
+        let rv = pod.resource_version().to_string();
+        // Status (what a kubelet writes), spec, delete: all refused.
+        let mut changed = pod.clone();
+        if let Some(Body::Pod(p)) = changed.kind.as_mut() {
+            p.status.get_or_insert_with(Default::default).phase = "Failed".into();
+        }
+        let s = wn1
+            .update_status(changed.clone())
+            .await
+            .expect_err("wn1 updated wn2's pod status");
+        assert_eq!(s.code(), Code::PermissionDenied, "{}", s.message());
+        assert!(
+            s.message().contains("system:node:wn1") && s.message().contains("bound to node wn1"),
+            "{}",
+            s.message()
+        );
+        changed
+            .metadata_mut()
+            .unwrap()
+            .labels
+            .insert("by".into(), "wn1".into());
+        let s = wn1
+            .update(changed.clone())
+            .await
+            .expect_err("wn1 updated wn2's pod");
+        assert_eq!(s.code(), Code::PermissionDenied, "{}", s.message());
+        // Moving it to wn1 does not help: the stored pod is wn2's.
+        if let Some(Body::Pod(p)) = changed.kind.as_mut() {
+            p.spec.as_mut().unwrap().node_name = "wn1".into();
+        }
+        let s = wn1
+            .update_status(changed)
+            .await
+            .expect_err("wn1 took wn2's pod");
+        assert_eq!(s.code(), Code::PermissionDenied, "{}", s.message());
+        let s = wn1
+            .delete(DeleteRequest {
+                kind: "Pod".into(),
+                namespace: "default".into(),
+                name: "on-wn2".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("wn1 deleted wn2's pod");
+        assert_eq!(s.code(), Code::PermissionDenied, "{}", s.message());
+        let now = wn1.get("Pod", "default", "on-wn2").await.unwrap();
+        assert_eq!(
+            now.resource_version(),
+            rv,
+            "a refused write changed the pod"
+        );
+    });
+    // logs through wn2's kubelet over TLS (verified as wn2): the admin may,
+    // wn1's credential may not.
+    let logs = poll("the logs of on-wn2", Duration::from_secs(60), || {
+        let o = c.rkubectl(&["logs", "on-wn2"]);
+        (o.status.success() && text(&o).contains("hello from wn2")).then(|| text(&o))
+    });
+    assert!(logs.contains("hello from wn2"));
+    let o = c.rkubectl_as("node-wn1", &["logs", "on-wn2"]);
+    assert!(
+        !o.status.success() && text(&o).contains("may not use the kubelet endpoint"),
+        "wn1 read logs through wn2's kubelet: {}",
+        text(&o)
+    );
+    c.ok(&["delete", "pod", "on-wn2"]);
+    println!(
+        "compose: wn1's credential refused on wn2's pod (update, status, delete, kubelet logs)"
+    );
+}
+
+/// An extra node from scripts/add-node.sh: its own credential, Ready,
+/// removed again. The `wn` service started without one stops saying why.
+fn extra_node(c: &Compose, bin_dir: &Path) {
+    let t = Instant::now();
+    let o = run(Command::new(repo().join("scripts/add-node.sh"))
+        .arg("wn4")
+        .env("COMPOSE_PROJECT_NAME", &c.project)
+        .env("RKUBE_NET", &c.net)
+        .env("RKUBE_IMAGE", &c.image)
+        .env("RKUBE_PKI", c.pki.path())
+        .env("RKUBE_BIN_DIR", bin_dir));
+    assert!(o.status.success(), "scripts/add-node.sh wn4: {}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        !id.is_empty(),
+        "add-node printed no container: {}",
+        text(&o)
+    );
+    poll("wn4 Ready", Duration::from_secs(120), || {
+        c.node_ready("wn4").filter(|r| *r)
+    });
+    println!(
+        "compose: extra node wn4 Ready {:?} after add-node.sh",
+        t.elapsed()
+    );
+    let o = run(Command::new("docker").args(["exec", &id, "ls", "/etc/rkube"]));
+    let listed: Vec<&str> = std::str::from_utf8(&o.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(listed, ["kube-proxy.kubeconfig", "kubelet.kubeconfig"]);
+    let mine = std::fs::read_to_string(c.kubeconfig("node-wn4")).unwrap();
+    let o = run(Command::new("docker").args(["exec", &id, "cat", "/etc/rkube/kubelet.kubeconfig"]));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), mine);
+    // The same name twice: refused.
+    let o = run(Command::new(repo().join("scripts/add-node.sh"))
+        .arg("wn4")
+        .env("COMPOSE_PROJECT_NAME", &c.project)
+        .env("RKUBE_NET", &c.net)
+        .env("RKUBE_IMAGE", &c.image)
+        .env("RKUBE_PKI", c.pki.path())
+        .env("RKUBE_BIN_DIR", bin_dir));
+    assert!(
+        !o.status.success() && text(&o).contains("already exists"),
+        "{}",
+        text(&o)
+    );
+    let o = run(Command::new("docker").args(["rm", "-fv", &id]));
+    assert!(o.status.success(), "{}", text(&o));
+    c.ok(&["delete", "node", "wn4"]);
+
+    // `wn` without a credential (what `up --scale wn=N` would start).
+    let o = c.compose(&["--profile", "extra", "run", "-d", "--no-deps", "wn"]);
+    assert!(o.status.success(), "compose run wn: {}", text(&o));
+    let id = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let logs = poll(
+        "the uncredentialed wn to stop",
+        Duration::from_secs(60),
+        || {
+            let st = run(Command::new("docker").args(["inspect", "-f", "{{.State.Status}}", &id]));
+            if String::from_utf8_lossy(&st.stdout).trim() != "exited" {
+                return None;
+            }
+            Some(text(&run(Command::new("docker").args(["logs", &id]))))
+        },
+    );
+    assert!(
+        logs.contains("no credential at /etc/rkube/kubelet.kubeconfig"),
+        "{logs}"
+    );
+    let _ = run(Command::new("docker").args(["rm", "-fv", &id]));
+    println!("compose: extra node checks took {:?}", t.elapsed());
 }

@@ -1,8 +1,12 @@
 //! The Python gRPC example scripts (`examples/python/`) against a real
 //! cluster: three replicas, hollow nodes, the scheduler and controllers.
+//! The cluster is secure (TLS, a PKI made for the test): the scripts read
+//! the admin's kubeconfig from RKUBECONFIG (client certificate) or the
+//! admin token's (bearer token); a kubeconfig without credentials is
+//! refused. A plaintext cluster with the short-form config still works.
 
 use rkube_integration::{wait_for, Cluster, CmdResult, HollowNodes, Options};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -22,16 +26,25 @@ fn python_ready() -> bool {
         .unwrap_or(false)
 }
 
-fn run(c: &Cluster, gen: &std::path::Path, name: &str, args: &[&str]) -> CmdResult {
+/// A script under the configuration file `config` (RKUBECONFIG), with no
+/// RKUBE_SERVER and no ~/.rkube/config to fall back on.
+fn run_with(config: &Path, gen: &Path, name: &str, args: &[&str]) -> CmdResult {
     Command::new("python3")
         .arg(script(name))
         .args(args)
-        .env("RKUBE_SERVER", c.addresses())
+        .env_remove("RKUBE_SERVER")
+        .env("RKUBECONFIG", config)
+        .env("HOME", gen)
         .env("RKUBE_PY_GEN", gen)
         .stdin(Stdio::null())
         .output()
         .expect("running python3")
         .into()
+}
+
+/// A script as the cluster's admin (its kubeconfig: client certificate).
+fn run(c: &Cluster, gen: &Path, name: &str, args: &[&str]) -> CmdResult {
+    run_with(&c.kubeconfig("admin"), gen, name, args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +55,11 @@ async fn python_scripts_drive_the_cluster() {
         );
         return;
     }
-    let c = Cluster::start(Options::default()).await;
+    let c = Cluster::start(Options {
+        secure: true,
+        ..Default::default()
+    })
+    .await;
     let _nodes: Vec<HollowNodes> = ["wn1", "wn2"]
         .iter()
         .map(|n| HollowNodes::start(&c, &[n], &[]))
@@ -70,7 +87,8 @@ async fn python_scripts_drive_the_cluster() {
     let mut watcher = Command::new("python3")
         .arg(script("watch_events.py"))
         .args(["Pod", "--count", "2", "--namespace", "default"])
-        .env("RKUBE_SERVER", c.addresses())
+        .env_remove("RKUBE_SERVER")
+        .env("RKUBECONFIG", c.kubeconfig("admin"))
         .env("RKUBE_PY_GEN", gen.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -101,6 +119,64 @@ async fn python_scripts_drive_the_cluster() {
     let _ = watcher.wait();
     let out = lines.join("\n");
     assert!(out.contains("ADDED Pod default/second-pod"), "{out}");
+
+    // The admin's bearer token (call credentials over TLS) works too.
+    let out = run_with(
+        &c.kubeconfig("admin-token"),
+        gen.path(),
+        "list_pods_nodes.py",
+        &[],
+    )
+    .ok();
+    assert!(out.contains("second-pod"), "{out}");
+
+    // Strangers: TLS with the CA but no credentials is refused with
+    // UNAUTHENTICATED; the script says so in one line.
+    let anon = gen.path().join("anonymous.kubeconfig");
+    std::fs::write(
+        &anon,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: rkube\n  cluster:\n    servers: [{}]\n    \
+             certificate-authority: {}\ncontexts:\n- name: anonymous\n  context: {{cluster: rkube}}\n\
+             current-context: anonymous\n",
+            c.addresses().replace(',', ", "),
+            c.pki_dir().unwrap().join("ca.crt").display()
+        ),
+    )
+    .unwrap();
+    let err = run_with(&anon, gen.path(), "list_pods_nodes.py", &[]).err();
+    assert!(err.contains("error: UNAUTHENTICATED"), "{err}");
+    assert!(!err.contains("Traceback"), "{err}");
+    // A node may not create pods: PERMISSION_DENIED.
+    let err = run_with(
+        &c.kubeconfig("node-wn1"),
+        gen.path(),
+        "create_pod.py",
+        &["by-node"],
+    )
+    .err();
+    assert!(err.contains("error: PERMISSION_DENIED"), "{err}");
+    // Bad configuration: named, no traceback.
+    let err = run_with(
+        &gen.path().join("missing"),
+        gen.path(),
+        "list_pods_nodes.py",
+        &[],
+    )
+    .err();
+    assert!(
+        err.contains("(from RKUBECONFIG) does not exist") && !err.contains("Traceback"),
+        "{err}"
+    );
+    let bad = gen.path().join("bad.kubeconfig");
+    let admin_text = std::fs::read_to_string(c.kubeconfig("admin")).unwrap();
+    std::fs::write(
+        &bad,
+        admin_text.replace("certificate-authority-data", "certificate-authority-dat"),
+    )
+    .unwrap();
+    let err = run_with(&bad, gen.path(), "list_pods_nodes.py", &[]).err();
+    assert!(err.contains("no certificate-authority"), "{err}");
 
     // Scale a ReplicaSet.
     c.rkubectl(
@@ -139,4 +215,41 @@ async fn python_scripts_drive_the_cluster() {
         .then_some(())
     })
     .await;
+}
+
+/// A plaintext cluster (`--insecure`): the short-form config
+/// (`servers: [...]`) and RKUBE_SERVER alone both still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_scripts_plaintext_short_form() {
+    if !python_ready() {
+        println!(
+            "RKUBE-SKIP: python-examples: python3 with grpcio and grpcio-tools is not installed"
+        );
+        return;
+    }
+    let c = Cluster::start(Options::default()).await;
+    let _nodes = HollowNodes::start(&c, &["wn1"], &[]);
+    let gen = tempfile::tempdir().unwrap();
+    let short = gen.path().join("config");
+    let list: Vec<String> = c.addresses().split(',').map(str::to_string).collect();
+    std::fs::write(&short, format!("servers: [{}]\n", list.join(", "))).unwrap();
+    let out = run_with(&short, gen.path(), "create_pod.py", &[]).ok();
+    assert!(out.contains("\"name\": \"nginx-pod\""), "{out}");
+    wait_for("wn1 listed Ready", Duration::from_secs(30), || async {
+        let out = run_with(&short, gen.path(), "list_pods_nodes.py", &[]).ok();
+        out.contains("wn1\tTrue").then_some(())
+    })
+    .await;
+    // RKUBE_SERVER without any file.
+    let out: CmdResult = Command::new("python3")
+        .arg(script("list_pods_nodes.py"))
+        .env_remove("RKUBECONFIG")
+        .env("HOME", gen.path().join("nohome"))
+        .env("RKUBE_SERVER", c.addresses())
+        .env("RKUBE_PY_GEN", gen.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("running python3")
+        .into();
+    assert!(out.ok().contains("nginx-pod"));
 }
