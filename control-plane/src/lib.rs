@@ -27,4 +27,6 @@ pub mod scheduler;
 pub mod server;
 pub mod state_machine;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod transport;

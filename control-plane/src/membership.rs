@@ -207,7 +207,8 @@ impl Handlers {
                 break;
             }
             if Instant::now() > deadline {
-                return Err(ApiError::Unavailable(format!(
+                // Not Unavailable: something was done (it is a learner).
+                return Err(ApiError::FailedPrecondition(format!(
                     "replica {id} did not catch up within {CATCH_UP_TIMEOUT:?} (it holds the \
                      log up to index {matched} of {}); it stays a learner: check that it runs \
                      with --join and that {address} reaches it, then run member add again, or \

@@ -1885,11 +1885,8 @@ mod tests {
 pub(crate) mod testing {
     use crate::controllers::informer::Informers;
     use crate::handlers::Handlers;
-    use crate::raft_node::{self, Command, RaftConfig};
-    use crate::store::Store;
-    use crate::transport::Transport;
     use rkube_api::kinds::Kind;
-    use rkube_api::proto::{object::Kind as Body, Namespace, ObjectMeta};
+    use rkube_api::proto::object::Kind as Body;
     use rkube_api::Object;
     use std::future::Future;
     use std::time::Duration;
@@ -1897,56 +1894,15 @@ pub(crate) mod testing {
     pub(crate) struct Cluster {
         pub handlers: Handlers,
         pub informers: Informers,
-        commands: std::sync::mpsc::Sender<Command>,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            let _ = self.commands.send(Command::Shutdown);
-        }
+        _replica: crate::testing::OneReplica,
     }
 
     pub(crate) async fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let transport = Transport::start(1, &[(1, "127.0.0.1:9".to_string())], tx.clone(), None);
-        let cfg = RaftConfig {
-            id: 1,
-            voters: vec![1],
-            peers: vec![(1, "127.0.0.1:1".to_string())],
-            join: false,
-            data_dir: dir.path().to_path_buf(),
-            tick: Duration::from_millis(10),
-            election_ticks: 5,
-            heartbeat_ticks: 1,
-            snapshot_interval: 1_000_000,
-            snapshot_keep: 1_000,
-            history_limit: 100_000,
-        };
-        let (shared, _thread) = raft_node::start(cfg, transport, rx).unwrap();
-        let store = Store::new(1, tx.clone(), shared);
-        let mut leader = store.leader();
-        tokio::time::timeout(Duration::from_secs(20), leader.wait_for(|l| l.is_leader))
-            .await
-            .expect("a one-replica group elects itself")
-            .unwrap();
-        let handlers = Handlers::new(store, vec![]);
-        for ns in ["default", "kube-node-lease"] {
-            let obj = Object::from_body(Body::Namespace(Namespace {
-                metadata: Some(ObjectMeta {
-                    name: ns.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }));
-            handlers.create(obj, false).await.unwrap();
-        }
+        let replica = crate::testing::one_replica(10, 5, &["default", "kube-node-lease"]).await;
         Cluster {
-            informers: Informers::new(handlers.clone()),
-            handlers,
-            commands: tx,
-            _dir: dir,
+            informers: Informers::new(replica.handlers.clone()),
+            handlers: replica.handlers.clone(),
+            _replica: replica,
         }
     }
 

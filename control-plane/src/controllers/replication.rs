@@ -1140,84 +1140,14 @@ fn uid_of(o: &Object) -> &str {
 /// controllers against real handlers.
 #[cfg(test)]
 pub(crate) mod testing {
-    use crate::handlers::{Handlers, Peer};
-    use crate::raft_node::{self, Command, CommandSender, RaftConfig};
-    use crate::store::Store;
-    use crate::transport::Transport;
-    use rkube_api::proto::{object::Kind as Body, Namespace, ObjectMeta};
-    use rkube_api::Object;
     use std::time::Duration;
 
-    pub struct TestStore {
-        pub handlers: Handlers,
-        commands: CommandSender,
-        _dir: tempfile::TempDir,
-    }
+    pub use crate::testing::OneReplica as TestStore;
 
-    impl Drop for TestStore {
-        fn drop(&mut self) {
-            let _ = self.commands.send(Command::Shutdown);
-        }
-    }
-
-    /// Starts a single replica, waits for it to lead, creates `default`.
+    /// Starts a single replica, waits for it to lead, creates `default` and
+    /// `other`.
     pub async fn store() -> TestStore {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let peers = vec![(1u64, "127.0.0.1:1".to_string())];
-        let transport = Transport::start(1, &peers, tx.clone(), None);
-        let (shared, _driver) = raft_node::start(
-            RaftConfig {
-                id: 1,
-                voters: vec![1],
-                peers: vec![(1, "127.0.0.1:1".to_string())],
-                join: false,
-                data_dir: dir.path().to_path_buf(),
-                tick: Duration::from_millis(5),
-                election_ticks: 4,
-                heartbeat_ticks: 1,
-                snapshot_interval: 1_000_000,
-                snapshot_keep: 1000,
-                history_limit: 100_000,
-            },
-            transport,
-            rx,
-        )
-        .expect("raft starts");
-        let store = Store::new(1, tx.clone(), shared);
-        let mut leader = store.leader();
-        tokio::time::timeout(Duration::from_secs(10), leader.wait_for(|l| l.is_leader))
-            .await
-            .expect("a single replica elects itself")
-            .expect("leader channel");
-        let handlers = Handlers::new(
-            store,
-            vec![Peer {
-                id: 1,
-                address: peers[0].1.clone(),
-            }],
-        );
-        for ns in ["default", "other"] {
-            let obj = Object::from_body(Body::Namespace(Namespace {
-                metadata: Some(ObjectMeta {
-                    name: ns.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }));
-            // The first write may race the leader's first entry: retry.
-            for _ in 0..100 {
-                if handlers.create(obj.clone(), false).await.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        TestStore {
-            handlers,
-            commands: tx,
-            _dir: dir,
-        }
+        crate::testing::one_replica(5, 4, &["default", "other"]).await
     }
 
     /// Waits until `f` holds (polling), or panics after `secs`.

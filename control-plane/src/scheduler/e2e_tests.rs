@@ -5,71 +5,15 @@
 use super::testutil::{node, pod};
 use crate::controllers::informer::Informers;
 use crate::controllers::ControllerConfig;
-use crate::handlers::{Handlers, Peer};
-use crate::raft_node::{self, Command, RaftConfig};
-use crate::store::Store;
-use crate::transport::Transport;
-use rkube_api::proto::{object::Kind as Body, Event, Namespace, ObjectMeta, Pod};
+use crate::handlers::Handlers;
+use rkube_api::proto::{object::Kind as Body, Event, Pod};
 use rkube_api::Object;
 use std::time::Duration;
 
-struct Cluster {
-    handlers: Handlers,
-    commands: std::sync::mpsc::Sender<Command>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.commands.send(Command::Shutdown);
-    }
-}
+type Cluster = crate::testing::OneReplica;
 
 async fn single_replica() -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let (commands, rx) = std::sync::mpsc::channel();
-    let peers = vec![(1, "127.0.0.1:1".to_string())];
-    let transport = Transport::start(1, &peers, commands.clone(), None);
-    let cfg = RaftConfig {
-        id: 1,
-        voters: vec![1],
-        peers: vec![(1, "127.0.0.1:1".to_string())],
-        join: false,
-        data_dir: dir.path().to_path_buf(),
-        tick: Duration::from_millis(10),
-        election_ticks: 10,
-        heartbeat_ticks: 2,
-        snapshot_interval: 100_000,
-        snapshot_keep: 10_000,
-        history_limit: 100_000,
-    };
-    let (shared, _driver) = raft_node::start(cfg, transport, rx).unwrap();
-    let store = Store::new(1, commands.clone(), shared);
-    let mut leader = store.leader();
-    tokio::time::timeout(Duration::from_secs(10), leader.wait_for(|l| l.is_leader))
-        .await
-        .expect("no leader")
-        .unwrap();
-    let handlers = Handlers::new(
-        store,
-        vec![Peer {
-            id: 1,
-            address: "127.0.0.1:1".into(),
-        }],
-    );
-    let ns = Object::from_body(Body::Namespace(Namespace {
-        metadata: Some(ObjectMeta {
-            name: "default".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }));
-    handlers.create(ns, false).await.unwrap();
-    Cluster {
-        handlers,
-        commands,
-        _dir: dir,
-    }
+    crate::testing::one_replica(10, 10, &["default"]).await
 }
 
 fn obj_pod(p: Pod) -> Object {
