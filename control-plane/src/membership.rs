@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 /// (it stays a learner; adding it again resumes).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a change waits for an earlier one (or a new leader's
+/// uncommitted log) to apply before it is refused.
+const PENDING_WAIT: Duration = Duration::from_secs(3);
+
 /// A member as the leader sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberView {
@@ -136,18 +140,28 @@ impl Handlers {
     }
 
     async fn leader_status(&self) -> ApiResult<RaftStatus> {
-        let st = self.store().status().await.map_err(map_store)?;
-        if st.leader_id != st.id {
-            return Err(not_leader(st.leader_id));
+        // A configuration change proposed and not yet applied blocks the
+        // next. A new leader also counts its whole uncommitted log as such
+        // until it has applied it (raft-rs cannot tell what is in it), which
+        // takes a moment after every election: wait that out.
+        let deadline = Instant::now() + PENDING_WAIT;
+        loop {
+            let st = self.store().status().await.map_err(map_store)?;
+            if st.leader_id != st.id {
+                return Err(not_leader(st.leader_id));
+            }
+            if !st.pending_conf {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                return Err(ApiError::FailedPrecondition(
+                    "another membership change is in progress; one change at a time: retry \
+                     when it has been applied"
+                        .into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if st.pending_conf {
-            return Err(ApiError::FailedPrecondition(
-                "another membership change is in progress; one change at a time: retry when it \
-                 has been applied"
-                    .into(),
-            ));
-        }
-        Ok(st)
     }
 
     /// Adds replica `id` at `address`: as a learner, then, once caught up,

@@ -19,6 +19,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
+/// The two tests run one after the other (each starts several replicas;
+/// the pause measured by the first must not be another test's load).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Writes a Lease every 10 ms through a failover client and measures the
 /// longest time between two acknowledged writes.
 struct GapProbe {
@@ -114,6 +118,7 @@ async fn wait_exit(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_are_added_and_removed_under_load_without_losing_writes() {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(Options {
         // Nothing compacted but by the configuration changes themselves:
         // the original replicas keep the whole change history to check
@@ -265,10 +270,11 @@ async fn members_are_added_and_removed_under_load_without_losing_writes() {
     assert!(problems.is_empty(), "problems: {problems:#?}");
     assert_eq!(rr.acknowledged_lost, 0);
     // No unavailability beyond one election: an election here takes at most
-    // 2 x 500 ms to time out; allow as much again for the clients to find
-    // the new leader on a loaded two-core machine.
+    // 2 x 500 ms to time out; allow twice as much again for the clients to
+    // find the new leader on a loaded two-core CI machine (measured pauses:
+    // docs/reliability.md).
     assert!(
-        gap <= Duration::from_secs(2),
+        gap <= Duration::from_secs(3),
         "writes paused for {} ms during the membership changes",
         gap.as_millis()
     );
@@ -276,6 +282,7 @@ async fn members_are_added_and_removed_under_load_without_losing_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn membership_changes_are_checked_and_refused_clearly() {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(Options {
         secure: true,
         ..Default::default()
