@@ -33,10 +33,11 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
-/// One listening address of a service port: for TCP one socket that every
-/// data-plane thread accepts from (each through its own descriptor, so an
-/// idle thread takes the next connection while a busy one works), for UDP
-/// one socket on one thread.
+/// One listening address of a service port: for TCP one socket per
+/// data-plane thread (SO_REUSEPORT: the kernel spreads new connections
+/// over them, and the accepting thread hands a connection to a less loaded
+/// one when it carries more than its share), for UDP one socket on one
+/// thread.
 enum Listener {
     Serving(Vec<JoinHandle<()>>),
     Failed {
@@ -50,17 +51,22 @@ impl Listener {
         addr: SocketAddr,
         protocol: Protocol,
         live: &Arc<LivePort>,
-        dataplane: &DataPlane,
+        dataplane: &Arc<DataPlane>,
     ) -> Listener {
         let mut tasks = Vec::new();
         let started = match protocol {
-            Protocol::Tcp => tcp::listen(addr).and_then(|l| {
-                dataplane.handles().iter().try_for_each(|rt| {
-                    let dup = l.try_clone()?;
-                    tasks.push(rt.spawn(tcp::serve(dup, live.clone())));
+            // One socket per thread, all bound with SO_REUSEPORT: the
+            // kernel spreads connections over them and wakes one thread
+            // per connection.
+            Protocol::Tcp => dataplane
+                .handles()
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, rt)| {
+                    let l = tcp::listen(addr)?;
+                    tasks.push(rt.spawn(tcp::serve(l, live.clone(), dataplane.clone(), i)));
                     Ok(())
-                })
-            }),
+                }),
             Protocol::Udp => udp::bind(addr).map(|s| {
                 let rt = dataplane.pick(u64::from(addr.port()));
                 tasks.push(rt.spawn(udp::serve(s, live.clone())));
@@ -118,7 +124,7 @@ impl ActivePort {
         &mut self,
         nodeport_addresses: &[IpAddr],
         announced: &BTreeSet<Ipv4Addr>,
-        dataplane: &DataPlane,
+        dataplane: &Arc<DataPlane>,
     ) {
         let f = &self.spec.frontend;
         let mut wanted = BTreeSet::new();

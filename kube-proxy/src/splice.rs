@@ -17,7 +17,9 @@
 //! "pipe full". Pipes and read buffers come from per-thread pools.
 //!
 //! A FIN from one side is passed on as `shutdown(SHUT_WR)` to the other, so
-//! half-closed connections behave; an error on either side ends both.
+//! half-closed connections behave; the second FIN is not (both sockets are
+//! closed right after, which sends it, and saves a syscall per
+//! connection). An error on either side ends both.
 
 use crate::metrics::PortMetrics;
 use std::io;
@@ -45,7 +47,7 @@ mod imp {
     use super::*;
     use std::io::Write;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
     use tokio::net::tcp::{ReadHalf, WriteHalf};
 
@@ -200,9 +202,12 @@ mod imp {
     ) -> io::Result<(u64, u64)> {
         let (client_r, client_w) = client.split();
         let (upstream_r, upstream_w) = upstream.split();
+        // Directions that reached EOF: the last one need not pass its FIN
+        // on with shutdown(2), since both sockets close right after.
+        let done = AtomicUsize::new(0);
         tokio::try_join!(
-            pump(client_r, upstream_w, bytes_in),
-            pump(upstream_r, client_w, bytes_out)
+            pump(client_r, upstream_w, bytes_in, &done),
+            pump(upstream_r, client_w, bytes_out, &done)
         )
     }
 
@@ -211,6 +216,7 @@ mod imp {
         mut src: ReadHalf<'_>,
         mut dst: WriteHalf<'_>,
         counter: &AtomicU64,
+        done: &AtomicUsize,
     ) -> io::Result<u64> {
         let mut buf = PooledBuffer::take();
         let buf = &mut buf.0;
@@ -220,7 +226,7 @@ mod imp {
             buf.clear();
             let n = src.read_buf(buf).await?;
             if n == 0 {
-                return finish(&mut dst, total).await;
+                return finish(&mut dst, total, done).await;
             }
             dst.write_all(buf).await?;
             total += n as u64;
@@ -240,7 +246,7 @@ mod imp {
                     .as_ref()
                     .try_io(Interest::READABLE, || splice(src_fd, pipe_w, CHUNK))
                 {
-                    Ok(0) => return finish(&mut dst, total).await,
+                    Ok(0) => return finish(&mut dst, total, done).await,
                     Ok(n) => n,
                     // Drained (readiness now cleared): back to reads.
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -272,7 +278,12 @@ mod imp {
     }
 
     /// EOF from the source: pass the FIN on (the other direction may go on).
-    async fn finish(dst: &mut WriteHalf<'_>, total: u64) -> io::Result<u64> {
+    async fn finish(dst: &mut WriteHalf<'_>, total: u64, done: &AtomicUsize) -> io::Result<u64> {
+        if done.fetch_add(1, Ordering::Relaxed) == 1 {
+            // The other direction ended already: the close that follows
+            // sends the FIN (nothing unread is left on either socket).
+            return Ok(total);
+        }
         match dst.shutdown().await {
             Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
             _ => Ok(total),

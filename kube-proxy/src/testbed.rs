@@ -76,6 +76,19 @@ impl ProxyProcess {
         extra: &[&str],
         filter: &str,
     ) -> ProxyProcess {
+        Self::start_with_env(binary, servers, dir, extra, filter, &[])
+    }
+
+    /// As [`ProxyProcess::start_logging`], with extra environment
+    /// variables for the process.
+    pub fn start_with_env(
+        binary: &Path,
+        servers: &str,
+        dir: &Path,
+        extra: &[&str],
+        filter: &str,
+        envs: &[(&str, &str)],
+    ) -> ProxyProcess {
         let metrics: SocketAddr = ([127, 0, 0, 1], rkube_integration::free_port()).into();
         let log = dir.join(format!("kube-proxy-{}.log", metrics.port()));
         let file = std::fs::File::create(&log)
@@ -89,6 +102,7 @@ impl ProxyProcess {
             ])
             .args(extra)
             .env("RUST_LOG", filter)
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()

@@ -6,10 +6,13 @@
 //! Everything runs in a network namespace this command makes (and deletes):
 //! three nginx "pods" on 10.244.0.51-53:8080 (a small built-in HTTP server
 //! when nginx is not installed), a one-replica control plane, the proxy,
-//! HAProxy and wrk. Two traffic shapes: keep-alive (wrk's default: the
-//! proxy only relays bytes) and a new connection per request (`Connection:
-//! close`: accept, pick, connect, relay, close each time). Needs root and
-//! Debian's `wrk` and `haproxy` (`nginx-light` optional).
+//! HAProxy and wrk. Three traffic shapes: keep-alive (wrk's default: the
+//! proxy only relays bytes), a new connection per request (`Connection:
+//! close`: accept, pick, connect, relay, close each time) and 1 MiB
+//! responses. `--variant` runs other kube-proxy flag sets side by side
+//! (each its own process, Service and /16 of the service CIDR), and each
+//! variant is also given as its median ratio to HAProxy in the same round.
+//! Needs root and Debian's `wrk` and `haproxy` (`nginx-light` optional).
 //!
 //! Build with `cargo build --release --workspace --bins`, then run
 //! `target/release/proxy-bench`.
@@ -53,12 +56,21 @@ struct Args {
     /// Use the built-in HTTP server even when nginx is installed.
     #[arg(long)]
     builtin_backends: bool,
-    /// Only traffic shapes whose name contains this.
+    /// Only traffic shapes whose name starts with this ("keep-alive",
+    /// "new", "1 MiB").
     #[arg(long, default_value = "")]
     only: String,
-    /// Extra kube-proxy flags (space-separated), e.g. "--worker-threads 1".
+    /// Extra kube-proxy flags (space-separated) for every variant, e.g.
+    /// "--worker-threads 1".
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     proxy_flags: String,
+    /// A kube-proxy variant to measure, as "LABEL|FLAGS" (FLAGS
+    /// space-separated; ENV=VALUE words set the process's environment);
+    /// repeatable, each runs as its own process side by side with the
+    /// others. Default: "splice|--copy-mode splice" and
+    /// "copy_bidirectional|--copy-mode copy".
+    #[arg(long = "variant", allow_hyphen_values = true)]
+    variants: Vec<String>,
 }
 
 const PODS: [&str; 3] = ["10.244.0.51", "10.244.0.52", "10.244.0.53"];
@@ -98,7 +110,7 @@ fn main() -> Result<()> {
 }
 
 struct Target {
-    name: &'static str,
+    name: String,
     addr: SocketAddr,
     /// Whose CPU time to count.
     pid: Option<u32>,
@@ -163,37 +175,66 @@ async fn run(args: Args) -> Result<()> {
     })
     .await;
     let client = cluster.client();
-    // Two proxies run side by side, each owning half of the service CIDR
+    // The proxies run side by side, each owning a /16 of the service CIDR
     // (and its own interface), so every round measures all targets under
     // the same machine load.
-    let splice_vip = bench_service(&client, "bench", "10.96.0.100").await?;
-    let copy_vip = bench_service(&client, "bench-copy", "10.104.0.100").await?;
-    let proxy = |mode: &str, cidr: &str, iface: &str| {
-        let mut flags = vec![
-            "--copy-mode",
-            mode,
-            "--service-cidr",
-            cidr,
-            "--interface",
-            iface,
-        ];
-        flags.extend(args.proxy_flags.split_whitespace());
-        let flags: Vec<String> = flags.into_iter().map(String::from).collect();
-        let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
-        ProxyProcess::start_logging(
+    let variants: Vec<(String, String)> = if args.variants.is_empty() {
+        vec![
+            ("splice".into(), "--copy-mode splice".into()),
+            ("copy_bidirectional".into(), "--copy-mode copy".into()),
+        ]
+    } else {
+        args.variants
+            .iter()
+            .map(|v| match v.split_once('|') {
+                Some((label, flags)) => (label.to_string(), flags.to_string()),
+                None => (v.clone(), String::new()),
+            })
+            .collect()
+    };
+    if variants.len() > 16 {
+        bail!("at most 16 variants");
+    }
+    let mut proxies = Vec::new();
+    for (i, (label, flags)) in variants.iter().enumerate() {
+        let name = if i == 0 {
+            "bench".to_string()
+        } else {
+            format!("bench-{i}")
+        };
+        let vip = bench_service(&client, &name, &format!("10.{}.0.100", 96 + i)).await?;
+        let cidr = format!("10.{}.0.0/16", 96 + i);
+        let iface = format!("rkube-svc{i}");
+        let mut argv: Vec<String> = ["--service-cidr", &cidr, "--interface", &iface]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut envs = Vec::new();
+        for word in flags
+            .split_whitespace()
+            .chain(args.proxy_flags.split_whitespace())
+        {
+            match word.split_once('=') {
+                Some((k, v)) if !k.starts_with('-') => envs.push((k.to_string(), v.to_string())),
+                _ => argv.push(word.to_string()),
+            }
+        }
+        let argv: Vec<&str> = argv.iter().map(|s| s.as_str()).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let p = ProxyProcess::start_with_env(
             &bin("kube-proxy"),
             &cluster.addresses(),
             dir.path(),
-            &flags,
+            &argv,
             "warn",
-        )
-    };
-    let splice_proxy = proxy("splice", "10.96.0.0/13", "rkube-svc0");
-    let copy_proxy = proxy("copy", "10.104.0.0/13", "rkube-svc1");
-    splice_proxy.wait_synced(Duration::from_secs(30)).await;
-    copy_proxy.wait_synced(Duration::from_secs(30)).await;
-    wait_tcp(splice_vip).await?;
-    wait_tcp(copy_vip).await?;
+            &envs,
+        );
+        proxies.push((format!("kube-proxy ({label})"), vip, p));
+    }
+    for (_, vip, p) in &proxies {
+        p.wait_synced(Duration::from_secs(30)).await;
+        wait_tcp(*vip).await?;
+    }
 
     let haproxy_addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     children.0.push(start_haproxy(dir.path(), haproxy_addr)?);
@@ -201,54 +242,55 @@ async fn run(args: Args) -> Result<()> {
     wait_tcp(haproxy_addr).await?;
 
     let (change_latencies, api_latencies) =
-        endpoint_change_latency(&client, &splice_proxy, splice_vip, args.changes).await?;
+        endpoint_change_latency(&client, &proxies[0].2, proxies[0].1, args.changes).await?;
 
-    let targets = [
+    let mut targets = vec![
         Target {
-            name: "direct to one backend",
+            name: "direct to one backend".into(),
             addr: SocketAddr::new(PODS[0].parse()?, POD_PORT),
             pid: None,
         },
         Target {
-            name: "HAProxy 2.6 (tcp, roundrobin)",
+            name: "HAProxy 2.6 (tcp, roundrobin)".into(),
             addr: haproxy_addr,
             pid: haproxy_pid,
         },
-        Target {
-            name: "kube-proxy (splice)",
-            addr: splice_vip,
-            pid: splice_proxy.pid(),
-        },
-        Target {
-            name: "kube-proxy (copy_bidirectional)",
-            addr: copy_vip,
-            pid: copy_proxy.pid(),
-        },
     ];
+    for (name, vip, p) in &proxies {
+        targets.push(Target {
+            name: name.clone(),
+            addr: *vip,
+            pid: p.pid(),
+        });
+    }
     let shapes = [
         ("keep-alive", "/", false),
         ("new connection per request", "/", true),
         ("1 MiB responses, keep-alive", "/big", false),
     ];
-    let mut results: Vec<(String, &'static str, Vec<Figures>)> = Vec::new();
+    let mut results: Vec<(String, String, Vec<Figures>)> = Vec::new();
     for (shape, path, close) in shapes {
-        if !shape.contains(args.only.as_str()) {
+        if !shape.starts_with(args.only.as_str()) {
             continue;
         }
         let mut rounds: Vec<Vec<Figures>> = vec![Vec::new(); targets.len()];
-        // Rounds interleave the targets, so drift in the machine's load
-        // spreads over all of them.
-        for _ in 0..args.rounds {
-            for (i, t) in targets.iter().enumerate() {
-                rounds[i].push(wrk(&args, t, path, close)?);
+        // Rounds interleave the targets, each round starting one target
+        // later, so drift in the machine's load spreads over all of them.
+        for round in 0..args.rounds {
+            for k in 0..targets.len() {
+                let i = (round + k) % targets.len();
+                let t = &targets[i];
+                let f = wrk(&args, t, path, close)?;
+                eprintln!("{shape:>28} | {:<32} | round: {f:?}", t.name);
+                rounds[i].push(f);
             }
         }
         for (t, r) in targets.iter().zip(rounds) {
             eprintln!("{shape:>28} | {:<32} | {:?}", t.name, median(&r));
-            results.push((shape.to_string(), t.name, r));
+            results.push((shape.to_string(), t.name.clone(), r));
         }
     }
-    drop((splice_proxy, copy_proxy));
+    drop(proxies);
     drop(children);
 
     println!(
@@ -263,12 +305,26 @@ async fn run(args: Args) -> Result<()> {
             "3 built-in HTTP servers"
         }
     );
-    println!("| traffic | target | requests/s | p50 | p99 | CPU s per 10k req | errors |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| traffic | target | requests/s | p50 | p99 | CPU s per 10k req | errors | vs HAProxy, same round: requests/s, p99 (median) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for (shape, name, rounds) in &results {
         let f = median(rounds);
+        let haproxy = results
+            .iter()
+            .find(|(s, n, _)| s == shape && n.starts_with("HAProxy"))
+            .map(|(_, _, r)| r);
+        let paired = match haproxy {
+            Some(h) if !name.starts_with("HAProxy") && !name.starts_with("direct") => {
+                let rps = median_of(rounds.iter().zip(h).map(|(a, b)| a.rps / b.rps));
+                let p99 = median_of(rounds.iter().zip(h).map(|(a, b)| a.p99_ms / b.p99_ms));
+                format!("{rps:.2}x, {p99:.2}x")
+            }
+            _ => "—".into(),
+        };
         println!(
-            "| {shape} | {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {} |",
+            "| {shape} | {name} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {paired} |",
             f.rps,
             f.p50_ms,
             f.p99_ms,
@@ -297,6 +353,13 @@ async fn run(args: Args) -> Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The median of some ratios (the upper one of an even count).
+fn median_of(v: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = v.collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// The round with the median requests/s.
