@@ -68,26 +68,16 @@ impl From<StoreError> for ApiError {
             StoreError::OutcomeUnknown(m) => ApiError::OutcomeUnknown(m),
             StoreError::Internal(m) => ApiError::Internal(m),
             StoreError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
-            StoreError::NotLeader(id) => ApiError::Unavailable(format!(
-                "this replica is not the leader (the leader is replica {id}); retry"
-            )),
+            StoreError::NotLeader(id) => crate::membership::not_leader(id),
         }
     }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// The replicas this one knows, for cluster status.
-#[derive(Clone, Debug)]
-pub struct Peer {
-    pub id: u64,
-    pub address: String,
-}
-
 #[derive(Clone)]
 pub struct Handlers {
     store: Store,
-    peers: Arc<Vec<Peer>>,
     /// Where node podCIDRs come from.
     pod_cidrs: Arc<CidrConfig>,
     /// Set when the replica shuts down: open watches end so clients fail
@@ -115,10 +105,9 @@ pub struct WatchSpec {
 }
 
 impl Handlers {
-    pub fn new(store: Store, peers: Vec<Peer>) -> Handlers {
+    pub fn new(store: Store) -> Handlers {
         Handlers {
             store,
-            peers: Arc::new(peers),
             pod_cidrs: Arc::new(CidrConfig::default()),
             stop: Arc::new(tokio::sync::watch::channel(false).0),
             membership: Arc::new(tokio::sync::Mutex::new(())),
@@ -144,10 +133,6 @@ impl Handlers {
 
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    pub fn peers(&self) -> &[Peer] {
-        &self.peers
     }
 
     // ------------------------------------------------------------ create

@@ -13,7 +13,7 @@
 //! every replica (and every snapshot) knows where the members are.
 
 use crate::handlers::{ApiError, ApiResult, Handlers};
-use crate::raft_node::{RaftStatus, StoreError};
+use crate::raft_node::RaftStatus;
 use prost::Message as _;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use rkube_api::proto::internal::{MemberAddress, MembershipContext};
@@ -23,6 +23,11 @@ use std::time::{Duration, Instant};
 /// How long a new learner may take to catch up before the add gives up
 /// (it stays a learner; adding it again resumes).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a change is refused while another is under way.
+pub(crate) const CHANGE_IN_PROGRESS: &str =
+    "another membership change is in progress; one change at a time: retry when it has been \
+     applied";
 
 /// How long a change waits for an earlier one (or a new leader's
 /// uncommitted log) to apply before it is refused.
@@ -96,15 +101,9 @@ fn check_address(address: &str) -> ApiResult<()> {
     }
 }
 
-fn map_store(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotLeader(leader) => not_leader(leader),
-        StoreError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
-        other => other.into(),
-    }
-}
-
-fn not_leader(leader: u64) -> ApiError {
+/// A follower's answer to a membership change (or any leader-only
+/// request).
+pub(crate) fn not_leader(leader: u64) -> ApiError {
     // Unavailable promises nothing was done: clients move to another
     // replica, and eventually reach the leader.
     if leader == 0 {
@@ -124,19 +123,16 @@ fn not_leader(leader: u64) -> ApiError {
 impl Handlers {
     /// The configuration as this replica sees it.
     pub async fn members(&self) -> ApiResult<Vec<MemberView>> {
-        let st = self.store().status().await.map_err(map_store)?;
+        let st = self.store().status().await?;
         Ok(members_of(&st))
     }
 
     /// The right to make a membership change; refused while another runs.
     fn one_change_at_a_time(&self) -> ApiResult<tokio::sync::OwnedMutexGuard<()>> {
-        self.membership.clone().try_lock_owned().map_err(|_| {
-            ApiError::FailedPrecondition(
-                "another membership change is in progress; one change at a time: retry when it \
-                 has finished"
-                    .into(),
-            )
-        })
+        self.membership
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| ApiError::FailedPrecondition(CHANGE_IN_PROGRESS.into()))
     }
 
     async fn leader_status(&self) -> ApiResult<RaftStatus> {
@@ -146,7 +142,7 @@ impl Handlers {
         // takes a moment after every election: wait that out.
         let deadline = Instant::now() + PENDING_WAIT;
         loop {
-            let st = self.store().status().await.map_err(map_store)?;
+            let st = self.store().status().await?;
             if st.leader_id != st.id {
                 return Err(not_leader(st.leader_id));
             }
@@ -154,11 +150,7 @@ impl Handlers {
                 return Ok(st);
             }
             if Instant::now() > deadline {
-                return Err(ApiError::FailedPrecondition(
-                    "another membership change is in progress; one change at a time: retry \
-                     when it has been applied"
-                        .into(),
-                ));
+                return Err(ApiError::FailedPrecondition(CHANGE_IN_PROGRESS.into()));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -201,15 +193,14 @@ impl Handlers {
             added_at = self
                 .store()
                 .conf_change(change(ConfChangeType::AddLearnerNode, id, &members))
-                .await
-                .map_err(map_store)?;
+                .await?;
             tracing::info!(id, address, index = added_at, "replica added as a learner");
         }
         // Wait for the learner to hold everything committed so far (it
         // starts from the snapshot taken at the change).
         let deadline = Instant::now() + CATCH_UP_TIMEOUT;
         loop {
-            let st = self.store().status().await.map_err(map_store)?;
+            let st = self.store().status().await?;
             if st.leader_id != st.id {
                 return Err(ApiError::OutcomeUnknown(format!(
                     "leadership changed while replica {id} was catching up as a learner; it is a \
@@ -235,8 +226,7 @@ impl Handlers {
         let index = self
             .store()
             .conf_change(change(ConfChangeType::AddNode, id, &members))
-            .await
-            .map_err(map_store)?;
+            .await?;
         tracing::info!(id, index, "learner promoted to voter");
         Ok((self.members().await?, index))
     }
@@ -267,7 +257,7 @@ impl Handlers {
                 .max_by_key(|v| st.matched.get(v).copied().unwrap_or(0))
                 .copied()
                 .unwrap_or(0);
-            self.store().transfer_leader(to).map_err(map_store)?;
+            self.store().transfer_leader(to)?;
             let mut leader = self.store().leader();
             let _ = tokio::time::timeout(Duration::from_secs(3), async {
                 leader.wait_for(|l| !l.is_leader).await.is_ok()
@@ -283,8 +273,7 @@ impl Handlers {
         let index = self
             .store()
             .conf_change(change(ConfChangeType::RemoveNode, id, &members))
-            .await
-            .map_err(map_store)?;
+            .await?;
         tracing::info!(id, index, "replica removed");
         Ok((self.members().await?, index))
     }

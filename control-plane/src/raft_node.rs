@@ -379,9 +379,7 @@ impl Driver {
         if self.node.raft.has_pending_conf() || !self.pending_conf.is_empty() {
             // raft-rs would turn a second pending change into an empty entry.
             let _ = reply.send(Err(StoreError::FailedPrecondition(
-                "another membership change is in progress; one change at a time: retry when \
-                 it has been applied"
-                    .into(),
+                crate::membership::CHANGE_IN_PROGRESS.into(),
             )));
             return;
         }
@@ -548,7 +546,7 @@ impl Driver {
             return Ok(());
         }
         let mut replies = Vec::new();
-        let mut conf_applied = Vec::new();
+        let mut conf_applied = false;
         let mut conf_replies = Vec::new();
         let mut removed_self = None;
         {
@@ -618,7 +616,7 @@ impl Driver {
                             "membership changed"
                         );
                         self.snapshot_now = true;
-                        conf_applied.push(e.index);
+                        conf_applied = true;
                         if let Some(w) = Proposal::decode(e.get_context())
                             .ok()
                             .filter(|p| p.origin == self.id)
@@ -636,7 +634,7 @@ impl Driver {
             }
             self.shared.revision.send_replace(sm.revision());
         }
-        if !conf_applied.is_empty() {
+        if conf_applied {
             self.membership_changed();
         }
         self.shared.applied.send_replace(self.applied);

@@ -2,7 +2,7 @@
 
 use crate::controllers::ControllerConfig;
 use crate::grpc::GrpcApi;
-use crate::handlers::{Handlers, Peer};
+use crate::handlers::Handlers;
 use crate::leader;
 use crate::node_ipam::CidrConfig;
 use crate::raft_node::{self, Command, RaftConfig};
@@ -141,15 +141,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl std::future::Future<Output = 
     let (shared, driver) = raft_node::start(raft_cfg, transport, cmd_rx)?;
     let removed = shared.removed.clone();
     let store = Store::new(cfg.id, cmd_tx.clone(), shared);
-    let peers = cfg
-        .peers
-        .iter()
-        .map(|(id, a)| Peer {
-            id: *id,
-            address: a.clone(),
-        })
-        .collect();
-    let handlers = Handlers::new(store, peers).with_pod_cidrs(cfg.pod_cidrs.clone());
+    let handlers = Handlers::new(store).with_pod_cidrs(cfg.pod_cidrs.clone());
     tokio::spawn(leader::run(
         handlers.clone(),
         leader::default_tasks(cfg.controllers.clone()),

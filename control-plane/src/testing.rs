@@ -49,7 +49,7 @@ pub async fn one_replica(tick_ms: u64, election_ticks: usize, namespaces: &[&str
         .await
         .expect("a one-replica group elects itself")
         .expect("leader channel");
-    let handlers = Handlers::new(store, vec![]);
+    let handlers = Handlers::new(store);
     for ns in namespaces {
         let obj = Object::from_body(Body::Namespace(Namespace {
             metadata: Some(ObjectMeta {
