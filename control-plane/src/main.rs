@@ -73,6 +73,12 @@ struct Args {
     /// cloud provider.
     #[arg(long, default_value = "")]
     lb_pool: String,
+    /// Which leader-only loops run, as kube-controller-manager's flag: `*`
+    /// for all, `NAME` to enable, `-NAME` to disable (`*,-scheduler`).
+    /// Names: scheduler, replication, daemonset, nodelifecycle, endpoint,
+    /// garbagecollector, podgc, loadbalancer.
+    #[arg(long, default_value = "*")]
+    controllers: String,
     /// This replica's certificate (PEM), served to clients and presented
     /// to peers; issued by `rkube-pki init`.
     #[arg(long, env = "RKUBE_TLS_CERT")]
@@ -164,6 +170,7 @@ fn main() -> anyhow::Result<()> {
             resync: secs(args.controller_resync.max(0.1)),
             orphan_quarantine: secs(args.pod_gc_orphan_quarantine),
             lb_pool,
+            enabled: args.controllers.parse().map_err(anyhow::Error::msg)?,
             ..Default::default()
         },
         security,

@@ -145,6 +145,75 @@ pub struct ControllerConfig {
     /// Addresses for LoadBalancer Services (`--lb-pool`); `None`: they
     /// stay pending.
     pub lb_pool: Option<loadbalancer::LbPool>,
+    /// Which of the scheduler and controllers run (`--controllers`).
+    pub enabled: Enabled,
+}
+
+/// The leader-only loops, by the name `--controllers` uses.
+pub const NAMES: [&str; 8] = [
+    "scheduler",
+    "replication",
+    "daemonset",
+    "nodelifecycle",
+    "endpoint",
+    "garbagecollector",
+    "podgc",
+    "loadbalancer",
+];
+
+/// The set of loops that run, parsed from kube-controller-manager's
+/// `--controllers` syntax: a comma-separated list where `*` means every
+/// loop, `NAME` enables one and `-NAME` disables one (`*,-scheduler`).
+/// An empty list runs none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enabled(Vec<&'static str>);
+
+impl Enabled {
+    pub fn all() -> Self {
+        Enabled(NAMES.to_vec())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains(&name)
+    }
+}
+
+impl std::str::FromStr for Enabled {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut star = false;
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item == "*" {
+                star = true;
+                continue;
+            }
+            let (list, name) = match item.strip_prefix('-') {
+                Some(n) => (&mut off, n),
+                None => (&mut on, item),
+            };
+            let known = NAMES.iter().find(|k| **k == name).ok_or_else(|| {
+                format!(
+                    "--controllers: unknown controller {name:?}; known: *, {}",
+                    NAMES.join(", ")
+                )
+            })?;
+            list.push(*known);
+        }
+        if let Some(both) = on.iter().find(|n| off.contains(n)) {
+            return Err(format!(
+                "--controllers: {both:?} is both enabled and disabled"
+            ));
+        }
+        Ok(Enabled(
+            NAMES
+                .iter()
+                .copied()
+                .filter(|n| (star || on.contains(n)) && !off.contains(n))
+                .collect(),
+        ))
+    }
 }
 
 impl Default for ControllerConfig {
@@ -156,6 +225,7 @@ impl Default for ControllerConfig {
             workers: 4,
             orphan_quarantine: Duration::from_secs(40),
             lb_pool: None,
+            enabled: Enabled::all(),
         }
     }
 }
@@ -164,14 +234,47 @@ impl Default for ControllerConfig {
 /// until aborted (leadership lost), which stops all of them.
 pub async fn run_all(handlers: Handlers, cfg: ControllerConfig) {
     let informers = Informers::new(handlers);
-    crate::scheduler::start(&informers, &cfg);
-    replication::start(&informers, &cfg);
-    daemonset::start(&informers, &cfg);
-    node_lifecycle::start(&informers, &cfg);
-    endpoints::start(&informers, &cfg);
-    gc::start(&informers, &cfg);
-    podgc::start(&informers, &cfg);
-    loadbalancer::start(&informers, &cfg);
-    tracing::info!("scheduler and controllers started");
+    type Start = fn(&Informers, &ControllerConfig);
+    let loops: [(&str, Start); 8] = [
+        ("scheduler", crate::scheduler::start),
+        ("replication", replication::start),
+        ("daemonset", daemonset::start),
+        ("nodelifecycle", node_lifecycle::start),
+        ("endpoint", endpoints::start),
+        ("garbagecollector", gc::start),
+        ("podgc", podgc::start),
+        ("loadbalancer", loadbalancer::start),
+    ];
+    for (name, start) in loops {
+        if cfg.enabled.contains(name) {
+            start(&informers, &cfg);
+        } else {
+            tracing::warn!(controller = name, "disabled by --controllers");
+        }
+    }
+    tracing::info!(enabled = ?cfg.enabled, "scheduler and controllers started");
     informers.run_forever().await
+}
+
+#[cfg(test)]
+mod enabled_tests {
+    use super::*;
+
+    #[test]
+    fn controllers_flag_syntax() {
+        assert_eq!("*".parse::<Enabled>().unwrap(), Enabled::all());
+        let e: Enabled = "*,-scheduler".parse().unwrap();
+        assert!(!e.contains("scheduler") && e.contains("podgc"));
+        let e: Enabled = "endpoint, podgc".parse().unwrap();
+        assert!(e.contains("endpoint") && e.contains("podgc") && !e.contains("replication"));
+        let none: Enabled = "".parse().unwrap();
+        assert!(NAMES.iter().all(|n| !none.contains(n)));
+        let err = "*,-schedular".parse::<Enabled>().unwrap_err();
+        assert!(
+            err.contains("\"schedular\"") && err.contains("scheduler"),
+            "{err}"
+        );
+        let err = "podgc,-podgc".parse::<Enabled>().unwrap_err();
+        assert!(err.contains("both"), "{err}");
+    }
 }
