@@ -104,6 +104,12 @@ pub struct DiskLog {
     storage: RaftStorage,
 }
 
+impl DiskLog {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 /// What was recovered from disk at start.
 pub struct Recovered {
     pub log: DiskLog,
@@ -117,6 +123,14 @@ impl DiskLog {
     /// `voters` as its configuration.
     pub fn open(dir: &Path, voters: &[u64]) -> Result<Recovered> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for e in fs::read_dir(dir)? {
+            let path = e?.path();
+            if path.to_string_lossy().ends_with(STAGED) {
+                // A snapshot being written when the replica stopped.
+                fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
         let mem = MemStorage::new();
         let snap_path = dir.join("snapshot.bin");
         let mut snapshot = Snapshot::default();
@@ -306,10 +320,26 @@ impl DiskLog {
     /// Saves a snapshot taken by this replica at `index` and compacts the
     /// log, keeping `keep` entries before it for slow followers.
     pub fn save_own_snapshot(&mut self, snapshot: Snapshot, keep: u64) -> Result<()> {
+        let staged = stage_snapshot(&self.dir, snapshot)?;
+        self.install_own_snapshot(staged, keep)?;
+        Ok(())
+    }
+
+    /// Makes a snapshot written by [`stage_snapshot`] (on any thread) the
+    /// current one and compacts the log, keeping `keep` entries before it.
+    /// One that is no newer than the current snapshot (a snapshot from the
+    /// leader or a forced one was installed meanwhile) is dropped: answers
+    /// whether it was installed.
+    pub fn install_own_snapshot(&mut self, staged: StagedSnapshot, keep: u64) -> Result<bool> {
+        let index = staged.snapshot.get_metadata().index;
+        if index <= self.storage.snapshot_index() {
+            let _ = fs::remove_file(&staged.path);
+            return Ok(false);
+        }
         self.sync()?;
-        let index = snapshot.get_metadata().index;
-        self.write_snapshot_file(&snapshot)?;
-        *self.storage.snapshot.write() = snapshot;
+        fs::rename(&staged.path, self.dir.join("snapshot.bin"))?;
+        sync_dir(&self.dir)?;
+        *self.storage.snapshot.write() = staged.snapshot;
         let first = self.storage.mem.first_index().unwrap_or(1);
         let compact_to = index.saturating_sub(keep).max(first);
         if compact_to > first {
@@ -319,7 +349,8 @@ impl DiskLog {
                 .compact(compact_to)
                 .map_err(|e| anyhow::anyhow!("compacting the log: {e}"))?;
         }
-        self.rewrite_wal()
+        self.rewrite_wal()?;
+        Ok(true)
     }
 
     /// Installs a snapshot received from the leader, replacing the log.
@@ -486,6 +517,32 @@ fn check_framed(b: &[u8]) -> (&[u8], bool) {
         _ => (&[], false),
     }
 }
+
+/// A snapshot written and fsynced beside the data directory's current one,
+/// waiting for [`DiskLog::install_own_snapshot`].
+pub struct StagedSnapshot {
+    pub snapshot: Snapshot,
+    path: PathBuf,
+}
+
+/// Writes `snapshot` to `snapshot.bin.<index>.staged` in `dir` and fsyncs
+/// it: the expensive part of saving a snapshot, safe on another thread
+/// while the log moves on (nothing reads staged files; `open` removes
+/// leftovers of a crash).
+pub fn stage_snapshot(dir: &Path, snapshot: Snapshot) -> Result<StagedSnapshot> {
+    let index = snapshot.get_metadata().index;
+    let bytes = snapshot.write_to_bytes()?;
+    let mut framed = Vec::with_capacity(bytes.len() + HEADER);
+    push_record(&mut framed, 0, &bytes);
+    drop(bytes);
+    let path = dir.join(format!("snapshot.bin.{index}{STAGED}"));
+    let mut f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(&framed)?;
+    f.sync_all()?;
+    Ok(StagedSnapshot { snapshot, path })
+}
+
+const STAGED: &str = ".staged";
 
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));

@@ -7,7 +7,7 @@
 //! new entries and the HardState, send what had to wait for the fsync, answer
 //! reads, advance. Nothing is acknowledged before it is on disk on a quorum.
 
-use crate::disk::{DiskLog, RaftStorage};
+use crate::disk::{stage_snapshot, DiskLog, RaftStorage, StagedSnapshot};
 use crate::logging::slog_to_tracing;
 use crate::state_machine::StateMachine;
 use crate::transport::Transport;
@@ -163,6 +163,8 @@ struct Driver {
     read_seq: u64,
     applied: u64,
     last_snapshot: u64,
+    /// A snapshot being encoded and written on its own thread.
+    snapshotting: Option<Receiver<Result<StagedSnapshot>>>,
     leader: LeaderInfo,
 }
 
@@ -239,6 +241,7 @@ pub fn start(
         read_seq: 0,
         applied,
         last_snapshot,
+        snapshotting: None,
         leader: LeaderInfo::default(),
     };
     let handle = std::thread::Builder::new()
@@ -680,9 +683,45 @@ impl Driver {
         }
     }
 
+    /// Snapshots and compacts the log every `snapshot_interval` applied
+    /// entries, and at once after a configuration change (`snapshot_now`).
+    ///
+    /// A periodic snapshot does not stop this thread: it takes a view of the
+    /// state (sharing every object), and another thread encodes it and
+    /// writes it next to the current snapshot; a later call installs it
+    /// (rename, compaction, log rewrite). Until then the previous snapshot
+    /// and the whole log stay valid, so a crash in between loses nothing. A
+    /// forced snapshot is taken here and now (a joining replica must be
+    /// sent one that includes its configuration); a periodic one finishing
+    /// after it is older and is dropped.
     fn maybe_snapshot(&mut self) -> Result<()> {
+        if let Some(rx) = &self.snapshotting {
+            match rx.try_recv() {
+                Ok(staged) => {
+                    self.snapshotting = None;
+                    let staged = staged.context("writing a snapshot")?;
+                    let index = staged.snapshot.get_metadata().index;
+                    let started = Instant::now();
+                    if self.log.install_own_snapshot(staged, self.cfg.snapshot_keep)? {
+                        self.last_snapshot = self.last_snapshot.max(index);
+                        tracing::info!(
+                            index,
+                            install_ms = started.elapsed().as_millis() as u64,
+                            "snapshot saved, log compacted"
+                        );
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    anyhow::bail!("the snapshot thread died")
+                }
+            }
+        }
         let forced = std::mem::take(&mut self.snapshot_now);
-        if !forced && self.applied < self.last_snapshot + self.cfg.snapshot_interval {
+        if !forced
+            && (self.snapshotting.is_some()
+                || self.applied < self.last_snapshot + self.cfg.snapshot_interval)
+        {
             return Ok(());
         }
         if self.applied <= self.last_snapshot {
@@ -690,25 +729,44 @@ impl Driver {
         }
         let index = self.applied;
         let term = self.node.store().term(index)?;
-        let data = self.shared.sm.read().snapshot();
         let mut snap = Snapshot::default();
-        snap.set_data(data.into());
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(self.node.raft.prs().conf().to_conf_state());
         let started = Instant::now();
-        // After a configuration change keep nothing behind the snapshot: a
-        // replica that joins must start from a snapshot (the initial
-        // configuration is not in the log), never from index 1.
-        let keep = if forced { 0 } else { self.cfg.snapshot_keep };
-        self.log.save_own_snapshot(snap, keep)?;
-        self.last_snapshot = index;
-        tracing::info!(
+        if forced {
+            // After a configuration change keep nothing behind the
+            // snapshot: a replica that joins must start from a snapshot (the
+            // initial configuration is not in the log), never from index 1.
+            let data = self.shared.sm.read().snapshot();
+            snap.set_data(data.into());
+            self.log.save_own_snapshot(snap, 0)?;
+            self.last_snapshot = index;
+            tracing::info!(
+                index,
+                took_ms = started.elapsed().as_millis() as u64,
+                "snapshot saved, log compacted"
+            );
+            return Ok(());
+        }
+        let view = self.shared.sm.read().snapshot_view();
+        tracing::debug!(
             index,
-            took_ms = started.elapsed().as_millis() as u64,
-            "snapshot saved, log compacted"
+            view_ms = started.elapsed().as_millis() as u64,
+            "snapshot started"
         );
+        let dir = self.log.dir().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                snap.set_data(view.encode().into());
+                drop(view);
+                let _ = tx.send(stage_snapshot(&dir, snap));
+            })
+            .context("starting the snapshot thread")?;
+        self.snapshotting = Some(rx);
         Ok(())
     }
 

@@ -259,35 +259,24 @@ impl StateMachine {
     /// Serialises the whole state as a `StateSnapshot`, encoding each
     /// stored object in place (no copies of the objects are made).
     pub fn snapshot(&self) -> Vec<u8> {
-        use prost::encoding::{encode_key, encode_varint, int64, message, string, WireType};
-        let mut buf = Vec::with_capacity(self.data.len() * 512);
-        int64::encode(1, &self.revision, &mut buf);
-        let mut entry = Vec::new();
-        for (k, s) in &self.data {
-            entry.clear();
-            string::encode(1, k, &mut entry);
-            message::encode(2, &*s.object, &mut entry);
-            int64::encode(3, &s.create_revision, &mut entry);
-            int64::encode(4, &s.mod_revision, &mut entry);
-            encode_key(2, WireType::LengthDelimited, &mut buf);
-            encode_varint(entry.len() as u64, &mut buf);
-            buf.extend_from_slice(&entry);
+        encode_snapshot(
+            self.revision,
+            self.data.iter(),
+            &self.members,
+            &self.removed,
+        )
+    }
+
+    /// A point-in-time copy of the state that shares every stored object
+    /// (one key copy and one reference count per entry), to be encoded into
+    /// a snapshot on another thread while this state moves on.
+    pub fn snapshot_view(&self) -> SnapshotView {
+        SnapshotView {
+            revision: self.revision,
+            data: self.data.iter().map(|(k, s)| (k.clone(), s.clone())).collect(),
+            members: self.members.clone(),
+            removed: self.removed.clone(),
         }
-        for (id, address) in &self.members {
-            let m = MemberAddress {
-                id: *id,
-                address: address.clone(),
-            };
-            message::encode(3, &m, &mut buf);
-        }
-        for (id, index) in &self.removed {
-            let r = RemovedMember {
-                id: *id,
-                index: *index,
-            };
-            message::encode(4, &r, &mut buf);
-        }
-        buf
     }
 
     /// Replaces the whole state with a snapshot's. History restarts empty:
@@ -321,6 +310,64 @@ impl StateMachine {
     }
 }
 
+/// What [`StateMachine::snapshot_view`] copies.
+pub struct SnapshotView {
+    revision: i64,
+    data: Vec<(String, Stored)>,
+    members: BTreeMap<u64, String>,
+    removed: BTreeMap<u64, u64>,
+}
+
+impl SnapshotView {
+    /// The same bytes [`StateMachine::snapshot`] gives for that state.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_snapshot(
+            self.revision,
+            self.data.iter().map(|(k, s)| (k, s)),
+            &self.members,
+            &self.removed,
+        )
+    }
+}
+
+/// Encodes a `StateSnapshot` without building one (no object is copied).
+fn encode_snapshot<'a>(
+    revision: i64,
+    data: impl ExactSizeIterator<Item = (&'a String, &'a Stored)>,
+    members: &BTreeMap<u64, String>,
+    removed: &BTreeMap<u64, u64>,
+) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, int64, message, string, WireType};
+    let mut buf = Vec::with_capacity(data.len() * 512);
+    int64::encode(1, &revision, &mut buf);
+    let mut entry = Vec::new();
+    for (k, s) in data {
+        entry.clear();
+        string::encode(1, k, &mut entry);
+        message::encode(2, &*s.object, &mut entry);
+        int64::encode(3, &s.create_revision, &mut entry);
+        int64::encode(4, &s.mod_revision, &mut entry);
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(entry.len() as u64, &mut buf);
+        buf.extend_from_slice(&entry);
+    }
+    for (id, address) in members {
+        let m = MemberAddress {
+            id: *id,
+            address: address.clone(),
+        };
+        message::encode(3, &m, &mut buf);
+    }
+    for (id, index) in removed {
+        let r = RemovedMember {
+            id: *id,
+            index: *index,
+        };
+        message::encode(4, &r, &mut buf);
+    }
+    buf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +398,13 @@ mod tests {
                 key: key.into(),
                 target: Some(Target::Absent(true)),
             }],
+            ops: vec![put(key, o)],
+        }
+    }
+
+    fn put_txn(key: &str, o: Object) -> Txn {
+        Txn {
+            compares: vec![],
             ops: vec![put(key, o)],
         }
     }
@@ -431,6 +485,20 @@ mod tests {
     }
 
     #[test]
+    fn snapshot_view_is_the_state_when_taken() {
+        let mut sm = StateMachine::new(10);
+        sm.apply(create("/registry/pods/default/a", pod("a")));
+        sm.set_members([(1, "a:1".to_string())].into_iter().collect(), &[2], 7);
+        let before = sm.snapshot();
+        let view = sm.snapshot_view();
+        // Later writes (a put over a stored key, a new key) do not reach it.
+        sm.apply(put_txn("/registry/pods/default/a", pod("a2")));
+        sm.apply(create("/registry/pods/default/b", pod("b")));
+        assert_eq!(view.encode(), before);
+        assert_ne!(sm.snapshot(), before);
+    }
+
+    #[test]
     fn membership_travels_in_snapshots() {
         let mut sm = StateMachine::new(10);
         sm.apply(create("/registry/pods/default/a", pod("a")));
@@ -454,3 +522,4 @@ mod tests {
         assert_eq!(other.range("/registry/pods/").count(), 1);
     }
 }
+
