@@ -127,8 +127,7 @@ impl DiskLog {
             let path = e?.path();
             if path.to_string_lossy().ends_with(STAGED) {
                 // A snapshot being written when the replica stopped.
-                fs::remove_file(&path)
-                    .with_context(|| format!("removing {}", path.display()))?;
+                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             }
         }
         let mem = MemStorage::new();

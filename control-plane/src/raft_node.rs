@@ -702,7 +702,10 @@ impl Driver {
                     let staged = staged.context("writing a snapshot")?;
                     let index = staged.snapshot.get_metadata().index;
                     let started = Instant::now();
-                    if self.log.install_own_snapshot(staged, self.cfg.snapshot_keep)? {
+                    if self
+                        .log
+                        .install_own_snapshot(staged, self.cfg.snapshot_keep)?
+                    {
                         self.last_snapshot = self.last_snapshot.max(index);
                         tracing::info!(
                             index,

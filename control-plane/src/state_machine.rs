@@ -273,7 +273,11 @@ impl StateMachine {
     pub fn snapshot_view(&self) -> SnapshotView {
         SnapshotView {
             revision: self.revision,
-            data: self.data.iter().map(|(k, s)| (k.clone(), s.clone())).collect(),
+            data: self
+                .data
+                .iter()
+                .map(|(k, s)| (k.clone(), s.clone()))
+                .collect(),
             members: self.members.clone(),
             removed: self.removed.clone(),
         }
@@ -522,4 +526,3 @@ mod tests {
         assert_eq!(other.range("/registry/pods/").count(), 1);
     }
 }
-
