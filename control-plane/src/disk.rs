@@ -104,12 +104,6 @@ pub struct DiskLog {
     storage: RaftStorage,
 }
 
-impl DiskLog {
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-}
-
 /// What was recovered from disk at start.
 pub struct Recovered {
     pub log: DiskLog,
@@ -366,10 +360,11 @@ impl DiskLog {
     }
 
     fn write_snapshot_file(&self, snapshot: &Snapshot) -> Result<()> {
-        let bytes = snapshot.write_to_bytes()?;
-        let mut framed = Vec::with_capacity(bytes.len() + HEADER);
-        push_record(&mut framed, 0, &bytes);
-        write_atomically(&self.dir, "snapshot.bin", &framed)
+        write_atomically(&self.dir, "snapshot.bin", &framed_snapshot(snapshot)?)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Replaces wal.log with the current HardState and retained entries.
@@ -530,10 +525,7 @@ pub struct StagedSnapshot {
 /// leftovers of a crash).
 pub fn stage_snapshot(dir: &Path, snapshot: Snapshot) -> Result<StagedSnapshot> {
     let index = snapshot.get_metadata().index;
-    let bytes = snapshot.write_to_bytes()?;
-    let mut framed = Vec::with_capacity(bytes.len() + HEADER);
-    push_record(&mut framed, 0, &bytes);
-    drop(bytes);
+    let framed = framed_snapshot(&snapshot)?;
     let path = dir.join(format!("snapshot.bin.{index}{STAGED}"));
     let mut f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     f.write_all(&framed)?;
@@ -542,6 +534,14 @@ pub fn stage_snapshot(dir: &Path, snapshot: Snapshot) -> Result<StagedSnapshot> 
 }
 
 const STAGED: &str = ".staged";
+
+/// `snapshot.bin`'s contents: one checksummed record holding the snapshot.
+fn framed_snapshot(snapshot: &Snapshot) -> Result<Vec<u8>> {
+    let bytes = snapshot.write_to_bytes()?;
+    let mut framed = Vec::with_capacity(bytes.len() + HEADER);
+    push_record(&mut framed, 0, &bytes);
+    Ok(framed)
+}
 
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));

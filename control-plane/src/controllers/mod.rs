@@ -149,17 +149,23 @@ pub struct ControllerConfig {
     pub enabled: Enabled,
 }
 
+type Start = fn(&Informers, &ControllerConfig);
+
 /// The leader-only loops, by the name `--controllers` uses.
-pub const NAMES: [&str; 8] = [
-    "scheduler",
-    "replication",
-    "daemonset",
-    "nodelifecycle",
-    "endpoint",
-    "garbagecollector",
-    "podgc",
-    "loadbalancer",
+const LOOPS: [(&str, Start); 8] = [
+    ("scheduler", crate::scheduler::start),
+    ("replication", replication::start),
+    ("daemonset", daemonset::start),
+    ("nodelifecycle", node_lifecycle::start),
+    ("endpoint", endpoints::start),
+    ("garbagecollector", gc::start),
+    ("podgc", podgc::start),
+    ("loadbalancer", loadbalancer::start),
 ];
+
+fn names() -> impl Iterator<Item = &'static str> {
+    LOOPS.iter().map(|(n, _)| *n)
+}
 
 /// The set of loops that run, parsed from kube-controller-manager's
 /// `--controllers` syntax: a comma-separated list where `*` means every
@@ -170,7 +176,7 @@ pub struct Enabled(Vec<&'static str>);
 
 impl Enabled {
     pub fn all() -> Self {
-        Enabled(NAMES.to_vec())
+        Enabled(names().collect())
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -193,13 +199,13 @@ impl std::str::FromStr for Enabled {
                 Some(n) => (&mut off, n),
                 None => (&mut on, item),
             };
-            let known = NAMES.iter().find(|k| **k == name).ok_or_else(|| {
+            let known = names().find(|k| *k == name).ok_or_else(|| {
                 format!(
                     "--controllers: unknown controller {name:?}; known: *, {}",
-                    NAMES.join(", ")
+                    names().collect::<Vec<_>>().join(", ")
                 )
             })?;
-            list.push(*known);
+            list.push(known);
         }
         if let Some(both) = on.iter().find(|n| off.contains(n)) {
             return Err(format!(
@@ -207,9 +213,7 @@ impl std::str::FromStr for Enabled {
             ));
         }
         Ok(Enabled(
-            NAMES
-                .iter()
-                .copied()
+            names()
                 .filter(|n| (star || on.contains(n)) && !off.contains(n))
                 .collect(),
         ))
@@ -234,18 +238,7 @@ impl Default for ControllerConfig {
 /// until aborted (leadership lost), which stops all of them.
 pub async fn run_all(handlers: Handlers, cfg: ControllerConfig) {
     let informers = Informers::new(handlers);
-    type Start = fn(&Informers, &ControllerConfig);
-    let loops: [(&str, Start); 8] = [
-        ("scheduler", crate::scheduler::start),
-        ("replication", replication::start),
-        ("daemonset", daemonset::start),
-        ("nodelifecycle", node_lifecycle::start),
-        ("endpoint", endpoints::start),
-        ("garbagecollector", gc::start),
-        ("podgc", podgc::start),
-        ("loadbalancer", loadbalancer::start),
-    ];
-    for (name, start) in loops {
+    for (name, start) in LOOPS {
         if cfg.enabled.contains(name) {
             start(&informers, &cfg);
         } else {
@@ -268,7 +261,7 @@ mod enabled_tests {
         let e: Enabled = "endpoint, podgc".parse().unwrap();
         assert!(e.contains("endpoint") && e.contains("podgc") && !e.contains("replication"));
         let none: Enabled = "".parse().unwrap();
-        assert!(NAMES.iter().all(|n| !none.contains(n)));
+        assert!(names().all(|n| !none.contains(n)));
         let err = "*,-schedular".parse::<Enabled>().unwrap_err();
         assert!(
             err.contains("\"schedular\"") && err.contains("scheduler"),
